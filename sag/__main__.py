@@ -1,0 +1,7 @@
+"""``python -m sag``."""
+
+import sys
+
+from sag.cli import main
+
+sys.exit(main())
