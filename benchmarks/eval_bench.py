@@ -1,0 +1,257 @@
+"""CMC / mAP on Market-1501-sized random features: sag.evaluation against a torchreid-style per-query numpy loop.
+
+Generates 3,368 query x 15,913 gallery L2-normalised 2048-d features (750 ids, 6 cameras, 2,793 distractors of
+id 0) around one random centre per identity, then measures, each in a fresh subprocess so that peak memory is
+its own (peak RSS, VmHWM, minus the RSS once the inputs are loaded):
+
+  ranking   evaluate_ranking on the (Q, G) distance matrix  vs  the per-query loop (argsort of the whole matrix)
+  features  evaluate_features from the features (distances + ranking)  vs  numpy matmul + the per-query loop
+
+  python benchmarks/eval_bench.py                      # full size, identity-structured features
+  python benchmarks/eval_bench.py --noise 1e3          # no identity structure: the worst case for ours
+  python benchmarks/eval_bench.py --queries 300 --gallery 2000 --skip-reference   # quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def market_like(
+    num_q: int = 3368,
+    num_g: int = 15913,
+    num_ids: int = 750,
+    num_cams: int = 6,
+    dim: int = 2048,
+    distractors: int = 2793,
+    noise: float = 3.2,
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
+    """Random L2-normalised features: identity centre + ``noise`` x Gaussian; distractors (id 0) are pure noise.
+
+    Smaller sets keep Market-1501's proportions: ids per query and distractors per gallery image.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    num_ids = max(1, min(num_ids, round(num_ids * num_q / 3368)))
+    distractors = min(round(distractors * num_g / 15913), num_g - num_ids)
+    q_pids = torch.arange(1, num_ids + 1).repeat(num_q // num_ids + 1)[:num_q]
+    real = torch.arange(1, num_ids + 1).repeat((num_g - distractors) // num_ids + 1)[: num_g - distractors]
+    g_pids = torch.cat([torch.zeros(distractors, dtype=torch.int64), real])
+    centres = torch.randn(num_ids + 1, dim, generator=gen)
+
+    def features(pids: torch.Tensor) -> torch.Tensor:
+        feats = centres[pids] + noise * torch.randn(len(pids), dim, generator=gen)
+        feats[pids == 0] = torch.randn(int((pids == 0).sum()), dim, generator=gen)
+        return torch.nn.functional.normalize(feats, dim=1)
+
+    return {
+        "q_feats": features(q_pids).numpy(),
+        "g_feats": features(g_pids).numpy(),
+        "q_pids": q_pids.numpy(),
+        "g_pids": g_pids.numpy(),
+        "q_camids": torch.randint(0, num_cams, (num_q,), generator=gen).numpy(),
+        "g_camids": torch.randint(0, num_cams, (num_g,), generator=gen).numpy(),
+    }
+
+
+def torchreid_style_eval(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=50):
+    """The per-query numpy evaluation of torchreid's Python fallback: argsort every row, then loop over queries."""
+    indices = np.argsort(distmat, axis=1)
+    matches = (g_pids[indices] == q_pids[:, np.newaxis]).astype(np.int32)
+    all_cmc, all_ap, all_inp = [], [], []
+    for i in range(distmat.shape[0]):
+        order = indices[i]
+        remove = (g_pids[order] == q_pids[i]) & (g_camids[order] == q_camids[i])
+        raw_cmc = matches[i][np.invert(remove)]
+        if not np.any(raw_cmc):
+            continue
+        cmc = raw_cmc.cumsum()
+        last = np.where(raw_cmc == 1)[0].max()
+        all_inp.append(cmc[last] / (last + 1.0))
+        cmc[cmc > 1] = 1
+        all_cmc.append(cmc[:max_rank])
+        precision = raw_cmc.cumsum() / (np.arange(len(raw_cmc)) + 1.0)
+        all_ap.append((precision * raw_cmc).sum() / raw_cmc.sum())
+    cmc = np.mean(np.asarray(all_cmc, dtype=np.float64), axis=0)
+    return {"rank1": float(cmc[0]), "mAP": float(np.mean(all_ap)), "mINP": float(np.mean(all_inp))}
+
+
+def _rss_mib() -> float:
+    """Current resident set size of this process."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _reset_peak() -> None:
+    """Restart the peak-RSS count from the current RSS (Linux: clear_refs 5), so earlier peaks do not count."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:  # not Linux, or not allowed: the peak then covers the whole process life
+        pass
+
+
+def _peak_mib() -> float:
+    """Peak resident set size of this process since the last ``_reset_peak``.
+
+    VmHWM, not getrusage's ru_maxrss: the latter also counts the parent's RSS at fork, before exec.
+    """
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
+
+
+def worker(name: str, data: Path, repeats: int) -> dict:
+    """One measurement in this (fresh) process: load the inputs, time the call, report peak memory above them."""
+    labels = [np.load(data / f"{key}.npy") for key in ("q_pids", "g_pids", "q_camids", "g_camids")]
+    if name.endswith("ranking"):
+        inputs = (np.load(data / "distmat.npy"),)
+    else:
+        inputs = (np.load(data / "q_feats.npy"), np.load(data / "g_feats.npy"))
+    if name.startswith("ours"):
+        from sag.evaluation import evaluate_features, evaluate_ranking
+
+        tensors = [torch.from_numpy(x) for x in inputs]
+        if name == "ours_ranking":
+
+            def call(rows=slice(None)):
+                return evaluate_ranking(tensors[0][rows], labels[0][rows], *labels[1:2], labels[2][rows], labels[3])
+        else:
+
+            def call(rows=slice(None)):
+                return evaluate_features(
+                    tensors[0][rows], tensors[1], labels[0][rows], labels[1], labels[2][rows], labels[3]
+                )
+
+        call(slice(0, 16))  # warm-up: thread pools, lazy initialisation
+    else:
+        repeats = 1
+        if name == "reference_ranking":
+
+            def call():
+                return torchreid_style_eval(inputs[0], *labels)
+        else:
+
+            def call():
+                distmat = 2 - 2 * inputs[0] @ inputs[1].T  # squared Euclidean of L2-normalised features
+                return torchreid_style_eval(distmat, *labels)
+
+    _reset_peak()
+    base = _rss_mib()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = call()
+        times.append(time.perf_counter() - start)
+    return {
+        "seconds": min(times),
+        "peak_mib": _peak_mib() - base,
+        "rank1": result["rank1"],
+        "mAP": result["mAP"],
+        "mINP": result["mINP"],
+    }
+
+
+def machine() -> str:
+    """CPU model, cores, torch version and the load when the run started."""
+    model = platform.processor() or "unknown CPU"
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+        model = next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
+    except (OSError, StopIteration):
+        pass
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    return (
+        f"{model}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), "
+        f"numpy {np.__version__}, {datetime.date.today()}, load average at start {load}"
+    )
+
+
+def worker_env(omp_passive: bool) -> dict[str, str]:
+    """The environment of a measurement subprocess."""
+    env = dict(os.environ)
+    if omp_passive:
+        env["OMP_WAIT_POLICY"] = "PASSIVE"
+    return env
+
+
+def run_worker(name: str, data: Path, repeats: int, threads: int | None = None, omp_passive: bool = False) -> dict:
+    """Run ``worker`` in a subprocess and return its JSON result."""
+    cmd = [sys.executable, __file__, "--worker", name, "--data", str(data), "--repeats", str(repeats)]
+    cmd += ["--threads", str(threads)] if threads else []
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False, env=worker_env(omp_passive))
+    if out.returncode != 0:
+        raise RuntimeError(f"{name} failed:\n{out.stderr}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    """Generate the data once, run every measurement in its own process, print a table."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--queries", type=int, default=3368)
+    parser.add_argument("--gallery", type=int, default=15913)
+    parser.add_argument("--dim", type=int, default=2048)
+    parser.add_argument("--noise", type=float, default=3.2, help="per-dimension noise around the identity centres")
+    parser.add_argument("--repeats", type=int, default=3, help="timed calls of ours (best kept; default 3)")
+    parser.add_argument("--skip-reference", action="store_true", help="only measure sag.evaluation")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument(
+        "--omp-passive",
+        action="store_true",
+        help="run the measurements with OMP_WAIT_POLICY=PASSIVE (idle OpenMP threads sleep instead of spinning: "
+        "much faster when other jobs share the cores)",
+    )
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.data, args.repeats)))
+        return
+
+    print(f"machine: {machine()}; OMP_WAIT_POLICY={'PASSIVE' if args.omp_passive else 'default'}")
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp)
+        arrays = market_like(args.queries, args.gallery, dim=args.dim, noise=args.noise)
+        q, g = torch.from_numpy(arrays["q_feats"]), torch.from_numpy(arrays["g_feats"])
+        arrays["distmat"] = (2 - 2 * q @ g.T).clamp_(min=0).numpy()  # squared Euclidean: 2 - 2 cos
+        for key, value in arrays.items():
+            np.save(data / f"{key}.npy", value)
+        size = f"{args.queries:,} x {args.gallery:,}, {args.dim}-d"
+        print(f"data: {size}, noise {args.noise}; distance matrix {arrays['distmat'].nbytes / 2**20:.0f} MiB")
+        del arrays, q, g
+        names = ["ours_ranking", "reference_ranking", "ours_features", "reference_features"]
+        if args.skip_reference:
+            names = [n for n in names if n.startswith("ours")]
+        rows = []
+        for name in names:
+            result = run_worker(name, data, args.repeats, args.threads, args.omp_passive)
+            rows.append((name, result))
+            print(f"  {name}: {result}", flush=True)
+
+    print()
+    print("| task | implementation | time (s) | peak memory above inputs (MiB) | rank-1 | mAP | mINP |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for name, r in rows:
+        task = "distance matrix -> CMC/mAP" if name.endswith("ranking") else "features -> CMC/mAP"
+        impl = "sag.evaluation" if name.startswith("ours") else "per-query numpy loop (torchreid Python)"
+        print(
+            f"| {task} | {impl} | {r['seconds']:.3f} | {r['peak_mib']:.0f} | {r['rank1']:.4f} | {r['mAP']:.4f} "
+            f"| {r['mINP']:.4f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+"""Copy the study's small outputs from runs/table1_synthetic into results/table1_synthetic, add figures, provenance.
+
+Run from the repository root after reproduce.sh:  python results/table1_synthetic/collect.py --log study.log
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sag.ablation import collect_results
+from sag.data import load_dataset, make_eval_loader
+from sag.engine import load_checkpoint
+from sag.plots import plot_attention_grids, plot_cmc, save_figure
+
+RUNS = Path("runs/table1_synthetic")
+HERE = Path(__file__).resolve().parent
+FILES = ("results.csv", "table.md", "ablation.png", "attention_mass.csv", "attention_mass.md", "attention_mass.png")
+
+
+def main() -> None:
+    """Copy, draw, write provenance.json."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--log", help="the study's log (first and last lines: UTC start and end)")
+    parser.add_argument("--commit", help="git commit the study ran on (default: HEAD now)")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    for name in FILES:
+        shutil.copyfile(RUNS / name, HERE / name)
+    results = collect_results(RUNS)
+    _cmc_figure(results)
+    _grids_figure()
+    _provenance(results, args)
+
+
+def _cmc_figure(results: list[dict]) -> None:
+    """Mean test CMC over seeds, per row."""
+    curves: dict[str, list[np.ndarray]] = {}
+    for r in results:
+        summary = json.loads((RUNS / r["run_dir"] / "summary.json").read_text())
+        curves.setdefault(r["row"], []).append(np.asarray(summary["test"]["cmc"]))
+    mean = {f"{row} (mean of {len(c)} seeds)": np.mean(c, axis=0) for row, c in curves.items()}
+    fig = plot_cmc(mean, max_rank=20, title="Synthetic test set, resnet18 64x32: CMC per Table 1 row")
+    save_figure(fig, HERE / "cmc.png", dpi=100)
+
+
+def _grids_figure(seed: int = 0, num: int = 4) -> None:
+    """Figure 4 on the synthetic world: columns D4, D3, D2, D1, each from its own single-depth model (seed 0)."""
+    grids, config = {}, None
+    picks = images = None
+    for depth in (4, 3, 2, 1):
+        model, config = load_checkpoint(RUNS / f"D{depth}" / f"seed{seed}" / "best.pt", device="cpu")
+        if picks is None:
+            dataset = load_dataset("synthetic", config.data_root, **config.dataset_options)
+            first = {}
+            for record in dataset.query:
+                first.setdefault(record.pid, record)
+            people = list(first.values())
+            picks = [people[int(i)] for i in np.linspace(0, len(people) - 1, num).round()]
+            loader = make_eval_loader(picks, preset=config.preset, batch_size=num, size=tuple(config.input_size))
+            images = torch.cat([batch[0] for batch in loader])
+        model.eval()
+        grids[f"D{depth}"] = model.attention_grids(images)[depth]  # each column: its own single-depth model
+    titles = [f"id {r.pid} c{r.camid + 1}" for r in picks]
+    fig = plot_attention_grids([r.path for r in picks], grids, normalization=None, titles=titles)
+    save_figure(fig, HERE / "attention_grids.png", dpi=64)
+
+
+def _provenance(results: list[dict], args: argparse.Namespace) -> None:
+    """provenance.json: command, commit, device, date, wall time, versions."""
+    start = end = None
+    if args.log:
+        lines = [line.strip() for line in Path(args.log).read_text().splitlines() if line.strip()]
+        start, end = lines[0], lines[-1]
+    wall = None
+    if start and end:
+        fmt = "%Y-%m-%dT%H:%M:%SZ"
+        wall = (datetime.strptime(end, fmt) - datetime.strptime(start, fmt)).total_seconds()
+    commit = args.commit or subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True).stdout.strip() != ""
+    cpu = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    record = {
+        "command": "sh results/table1_synthetic/reproduce.sh && python results/table1_synthetic/collect.py",
+        "commands": [line for line in (HERE / "reproduce.sh").read_text().splitlines() if line.startswith("python")],
+        "git_commit": commit,
+        "git_worktree_dirty": dirty,
+        "device": f"cpu: {cpu}, {len(os.sched_getaffinity(0))} cores shared with other jobs, 1 thread",
+        "started_utc": start,
+        "finished_utc": end,
+        "wall_seconds": wall,
+        "train_wall_seconds_sum": round(sum(float(r["wall_seconds"]) for r in results), 1),
+        "runs": len(results),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "written_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "config": json.loads((RUNS / "ablation.json").read_text()),
+    }
+    (HERE / "provenance.json").write_text(json.dumps(record, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

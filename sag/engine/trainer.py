@@ -1,0 +1,568 @@
+"""``train(config)``: the paper's training loop with validation, checkpoints, resume, AMP and DDP."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from sag.engine import checkpoint as ckpt
+from sag.engine.config import IDENTITY_FIELDS, TrainConfig
+from sag.engine.distributed import (
+    DistContext,
+    all_reduce_sum,
+    barrier,
+    broadcast_object,
+    cleanup_distributed,
+    setup_distributed,
+)
+from sag.engine.precision import autocast, autocast_dtype, make_scaler
+from sag.engine.recipe import build_optimizer, build_scheduler
+from sag.engine.runlog import (
+    append_metrics,
+    existing_run_files,
+    format_table,
+    read_metrics,
+    summary_rows,
+    truncate_metrics,
+    write_json_atomic,
+)
+from sag.engine.scoring import score
+from sag.engine.split import carve_validation, default_val_ids
+
+EpochCallback = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class RunResult:
+    """What a finished run produced: its folder, the best validation epoch, the test scores and the epoch log."""
+
+    run_dir: Path
+    best: dict[str, Any]  # {"epoch", and the validation metrics of that epoch}
+    final: dict[str, Any]  # test metrics of the best checkpoint: rank1, rank5, rank10, mAP, mINP, cmc
+    history: list[dict[str, Any]]  # metrics.jsonl
+
+
+def train(config: TrainConfig, callbacks: Sequence[EpochCallback] = ()) -> RunResult:
+    """Train ``config`` into ``config.out`` and test the best checkpoint; ``callbacks`` get each epoch's record.
+
+    Under ``torchrun`` every process calls this; rank 0 alone writes files and prints.
+    """
+    cfg = config.resolved()
+    cfg.validate()
+    ctx = setup_distributed(cfg.device)
+    try:
+        return _Run(cfg, ctx, callbacks).run()
+    except KeyboardInterrupt:
+        if ctx.is_main:
+            print(f"\ninterrupted; continue with: python -m sag train --out {cfg.out} --resume", file=sys.stderr)
+        raise
+    finally:
+        cleanup_distributed(ctx)
+
+
+class _Run:
+    """One call of ``train``: state shared by the setup, the epoch loop and the final test."""
+
+    def __init__(self, cfg: TrainConfig, ctx: DistContext, callbacks: Sequence[EpochCallback]) -> None:
+        self.cfg, self.ctx, self.callbacks = cfg, ctx, list(callbacks)
+        self.run_dir = Path(cfg.out)
+        self.device = ctx.device
+        self.start_time = time.perf_counter()
+
+    # ------------------------------------------------------------------ setup
+    def log(self, message: str) -> None:
+        """Print on rank 0 only."""
+        if self.ctx.is_main:
+            print(message, flush=True)
+
+    def run(self) -> RunResult:
+        """Set up, train the remaining epochs, test the best checkpoint."""
+        cfg = self.cfg
+        found, state = self._check_run_dir()
+        if isinstance(state, RunResult):
+            return state
+        # everything that can fail on bad input happens before the run dir is touched
+        dataset = self._load_dataset()
+        val_ids = default_val_ids(dataset.num_train_ids) if cfg.val_ids is None else cfg.val_ids
+        split = carve_validation(dataset.train, val_ids, seed=cfg.seed)
+        self.dataset, self.split, self.val_ids = dataset, split, val_ids
+
+        _seed_everything(cfg.seed)
+        from sag.models import build_model
+
+        self.model = build_model(
+            cfg.backbone,
+            num_classes=split.num_classes,
+            depths=cfg.depths,
+            preset=cfg.preset,
+            pretrained=cfg.pretrained,
+            input_size=cfg.input_size,
+        ).to(self.device)
+        if cfg.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.spec = ckpt.model_spec(cfg, split.num_classes)
+        self.amp_dtype = autocast_dtype(cfg.precision, self.device)
+        self.optimizer = build_optimizer(self.model, cfg.recipe, cfg.lr)
+        self.scheduler = build_scheduler(self.optimizer, cfg.recipe)
+        self.scaler = make_scaler(self.device, self.amp_dtype)
+        start_epoch, self.best, self.elapsed, self.wall_before = 1, {}, 0.0, 0.0
+        rng_state = None
+        if state is not None:
+            start_epoch, rng_state = self._restore(state)
+        self.loader = self._make_loader()
+
+        self._claim_run_dir(found, start_epoch - 1)
+        self._write_config()
+        self._describe(start_epoch)
+        self.train_model = self._wrap_model()
+        if rng_state is not None:
+            ckpt.restore_rng_state(rng_state)
+        if self.ctx.distributed:
+            _seed_everything(cfg.seed + 7919 * self.ctx.rank + start_epoch)  # distinct dropout per process
+        for epoch in range(start_epoch, cfg.epochs + 1):
+            self._epoch(epoch)
+        return self._finish()
+
+    def _check_run_dir(self) -> tuple[list[str], dict[str, Any] | RunResult | None]:
+        """Read-only checks of RUN_DIR: (run files found, last.pt state to resume / a finished run's result / None)."""
+        cfg, run_dir = self.cfg, self.run_dir
+        found = existing_run_files(run_dir)
+        if found and not (cfg.resume or cfg.overwrite):
+            raise FileExistsError(
+                f"{run_dir} already holds a run ({', '.join(found)}); pass --resume to continue it, "
+                "--overwrite to start it over, or choose another --out"
+            )
+        if not cfg.resume:
+            return found, None
+        if "config.json" not in found and "last.pt" not in found:
+            raise FileNotFoundError(f"nothing to resume in {run_dir} (no config.json or last.pt); drop --resume")
+        if "config.json" in found:
+            saved = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+            _check_same_run(saved, cfg, run_dir / "config.json")
+        if "last.pt" not in found:
+            self.log(f"{run_dir} has no checkpoint yet: starting from epoch 1")
+            return found, None
+        state = ckpt.read_checkpoint(run_dir / "last.pt")
+        _check_same_run(TrainConfig.from_dict(state["config"]), cfg, run_dir / "last.pt")
+        if "summary.json" in found and state["epoch"] >= cfg.epochs:
+            self.log(f"{run_dir} is already finished ({state['epoch']} epochs); nothing to do")
+            summary = json.loads((run_dir / "summary.json").read_text())
+            self.log(format_table(summary_rows(summary), title="sag train: summary"))
+            return found, _stored_result(run_dir)
+        return found, state
+
+    def _claim_run_dir(self, found: list[str], done_epochs: int) -> None:
+        """Rank 0 clears RUN_DIR for --overwrite, or trims it to the resumed checkpoint; then everyone goes on."""
+        barrier(self.ctx)  # every process has looked at RUN_DIR before rank 0 changes it
+        if self.ctx.is_main:
+            run_dir = self.run_dir
+            if self.cfg.overwrite and found:
+                for name in found:
+                    (run_dir / name).unlink()
+                self.log(f"--overwrite: removed {', '.join(found)} from {run_dir}")
+            run_dir.mkdir(parents=True, exist_ok=True)
+            for stale in run_dir.glob(".*.tmp"):  # half-written files of a killed run
+                stale.unlink()
+            if self.cfg.resume:
+                truncate_metrics(run_dir / "metrics.jsonl", done_epochs)  # epochs after the checkpoint are redone
+                (run_dir / "summary.json").unlink(missing_ok=True)  # an extended run is no longer finished
+                if done_epochs == 0:
+                    (run_dir / "best.pt").unlink(missing_ok=True)
+        barrier(self.ctx)
+
+    def _load_dataset(self) -> Any:
+        """The dataset; the synthetic one is generated (by rank 0) when missing."""
+        from sag.data import load_dataset
+
+        cfg = self.cfg
+        root = Path(cfg.data_root)
+        if cfg.dataset == "synthetic":
+            failure = None
+            if self.ctx.is_main:  # rank 0 generates; the others wait, then read what it wrote
+                if not root.exists():
+                    self.log(f"generating the synthetic dataset in {root} (first run only)")
+                try:
+                    dataset = load_dataset("synthetic", root, generate_if_missing=True, **cfg.dataset_options)
+                except (ValueError, FileNotFoundError, FileExistsError) as err:
+                    failure = err
+            failure = broadcast_object(self.ctx, failure)  # every process raises rank 0's error, none hangs
+            if failure is not None:
+                raise failure
+            if not self.ctx.is_main:
+                dataset = load_dataset("synthetic", root, **cfg.dataset_options)
+            return dataset
+        if not root.exists():
+            raise FileNotFoundError(
+                f"data root {root} does not exist; put {cfg.dataset} there (python -m sag download {cfg.dataset} "
+                f"--root {root}) or pass the right --data-root"
+            )
+        return load_dataset(cfg.dataset, root, **cfg.dataset_options)
+
+    def _make_loader(self) -> Any:
+        """The training loader over this process's shard."""
+        from sag.data import make_train_loader
+
+        cfg = self.cfg
+        loader = make_train_loader(
+            self.split.train,
+            preset=cfg.preset,
+            batch_size=cfg.batch_size,
+            workers=cfg.workers,
+            seed=cfg.seed,
+            device=self.device,
+            resident=cfg.resident,
+            size=cfg.input_size,
+            drop_last=True,
+            rank=self.ctx.rank,
+            world_size=self.ctx.world_size,
+            progress=self.cfg.progress and self.ctx.is_main,
+        )
+        if len(loader) == 0:
+            raise ValueError(
+                f"{len(self.split.train)} training images cannot fill one batch of {cfg.batch_size} per process "
+                f"x {self.ctx.world_size} process(es); lower --batch-size"
+            )
+        return loader
+
+    def _wrap_model(self) -> nn.Module:
+        """DDP and/or torch.compile around the model (the bare model is what checkpoints hold)."""
+        model: nn.Module = self.model
+        if self.ctx.distributed:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        if self.cfg.compile:
+            model = torch.compile(model)
+        return model
+
+    def _restore(self, state: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """Load model, optimiser, scheduler and scaler from a last.pt state; returns (next epoch, rng state)."""
+        ckpt.check_model_spec(state["model_spec"], self.spec, self.run_dir / "last.pt")
+        ckpt.load_model_state(self.model, state["model"], self.run_dir / "last.pt")
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.best = dict(state.get("best") or {})
+        self.elapsed = float(state.get("elapsed", 0.0))  # training seconds so far
+        self.wall_before = float(state.get("wall", 0.0))  # wall-clock seconds of the earlier sessions
+        if int(state.get("world_size", 1)) != self.ctx.world_size:
+            self.log(
+                f"note: the run used {state['world_size']} process(es), this session {self.ctx.world_size}: "
+                f"the effective batch is now {self.cfg.batch_size * self.ctx.world_size}"
+            )
+        epoch = int(state["epoch"])
+        self.log(f"resuming {self.run_dir} after epoch {epoch}")
+        return epoch + 1, state["rng"]
+
+    def _write_config(self) -> None:
+        """config.json: the resolved config, the recipe and the process layout."""
+        if not self.ctx.is_main:
+            return
+        cfg = self.cfg
+        record = cfg.to_dict() | {
+            "recipe": cfg.recipe.to_dict(),
+            "val_ids_used": self.val_ids,
+            "num_classes": self.split.num_classes,
+            "world_size": self.ctx.world_size,
+            "effective_batch_size": cfg.batch_size * self.ctx.world_size,
+        }
+        write_json_atomic(self.run_dir / "config.json", record)
+
+    def _describe(self, start_epoch: int) -> None:
+        """Say what is about to happen, in a few lines."""
+        cfg, split, recipe = self.cfg, self.split, self.cfg.recipe
+        depths = "baseline" if not cfg.depths else "D" + ",".join(map(str, cfg.depths))
+        lr_new = cfg.lr * recipe.lr_new / recipe.lr_backbone
+        val = (
+            f"{len(split.held_out)} ids held out for validation ({len(split.query)} query / {len(split.gallery)} "
+            f"gallery images)"
+            if split.held_out
+            else "no validation split (the last epoch is kept as best)"
+        )
+        batch = f"batch {cfg.batch_size}"
+        if self.ctx.world_size > 1:
+            batch += f" x {self.ctx.world_size} processes = {cfg.batch_size * self.ctx.world_size} effective"
+        self.log(
+            f"sag train: {cfg.backbone} {depths}, {cfg.preset} recipe, {cfg.dataset} at {cfg.data_root}\n"
+            f"  train: {len(split.train)} images of {split.num_classes} ids; {val}\n"
+            f"  epochs {start_epoch}..{cfg.epochs}, {batch}, SGD lr {cfg.lr:g} / {lr_new:g} "
+            f"m={recipe.momentum} wd={recipe.weight_decay:g}{' nesterov' if recipe.nesterov else ''}, "
+            f"StepLR({recipe.step_size}, {recipe.gamma:g})\n"
+            f"  {cfg.precision} on {self.device}{', channels_last' if cfg.channels_last else ''}"
+            f"{', compiled' if cfg.compile else ''}{', device-resident data' if cfg.resident else ''} -> {self.run_dir}"
+        )
+
+    # ------------------------------------------------------------------ the loop
+    def _epoch(self, epoch: int) -> None:
+        """Train one epoch, maybe validate, log and checkpoint."""
+        lrs = [group["lr"] for group in self.optimizer.param_groups]
+        stats = self._train_epoch(epoch)
+        self.scheduler.step()
+        record: dict[str, Any] = {"epoch": epoch, **stats, "lr": lrs}
+        if self._is_eval_epoch(epoch) and self.split.held_out:
+            val = self._validate() if self.ctx.is_main else None
+            record["val"] = broadcast_object(self.ctx, val)
+            key = (record["val"]["mAP"], record["val"]["rank1"])
+            if not self.best or key > (self.best["mAP"], self.best["rank1"]):
+                self.best = {"epoch": epoch, **record["val"]}
+                self._save_best(epoch)
+        self.elapsed += stats["seconds"]
+        if self.ctx.is_main:
+            append_metrics(self.run_dir / "metrics.jsonl", record)
+            ckpt.save_checkpoint(self.run_dir / "last.pt", self._state(epoch))
+            line = (
+                f"epoch {epoch}/{self.cfg.epochs}: loss {stats['loss']:.4f} acc {100 * stats['accuracy']:.1f}% "
+                f"{stats['images_per_s']:.0f} img/s lr {lrs[0]:g}/{lrs[1]:g}"
+            )
+            if "val" in record:
+                v = record["val"]
+                line += f" | val rank-1 {100 * v['rank1']:.2f} mAP {100 * v['mAP']:.2f}"
+                line += f" (best: epoch {self.best['epoch']})"
+            self.log(line)
+        for callback in self.callbacks:
+            callback(record)
+
+    def _is_eval_epoch(self, epoch: int) -> bool:
+        """Validate every ``eval_every`` epochs and after the last one."""
+        every = self.cfg.eval_every
+        return epoch == self.cfg.epochs or (every > 0 and epoch % every == 0)
+
+    def _train_epoch(self, epoch: int) -> dict[str, float]:
+        """One pass over this process's shard; loss/accuracy/images are summed over processes."""
+        model, device = self.train_model, self.device
+        model.train()
+        self.loader.set_epoch(epoch)
+        totals = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, correct, images
+        bar = tqdm(
+            total=len(self.loader),
+            desc=f"epoch {epoch}/{self.cfg.epochs}",
+            disable=not (self.cfg.progress and self.ctx.is_main) or None,
+            leave=False,
+            dynamic_ncols=True,
+            file=sys.stdout,
+        )
+        _sync(device)
+        start = last_postfix = time.perf_counter()
+        for step, (images, pids) in enumerate(self.loader, start=1):
+            images = images.to(device, non_blocking=True)
+            pids = pids.to(device, non_blocking=True)
+            if self.cfg.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            with autocast(device, self.amp_dtype):
+                logits = model(images)  # (B, num_classes)
+                loss = F.cross_entropy(logits.float(), pids)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            with torch.no_grad():  # stays on the device: no sync per step
+                totals[0] += loss.detach().double() * len(pids)
+                totals[1] += (logits.argmax(1) == pids).sum()
+                totals[2] += len(pids)
+            bar.update()
+            now = time.perf_counter()
+            if not bar.disable and (now - last_postfix > 1.0 or step == len(self.loader)):
+                loss_sum, correct, seen = totals.tolist()
+                bar.set_postfix(
+                    loss=f"{loss_sum / seen:.3f}",
+                    acc=f"{100 * correct / seen:.1f}%",
+                    img_s=f"{seen * self.ctx.world_size / (now - start):.0f}",
+                )
+                last_postfix = now
+        _sync(device)
+        seconds = time.perf_counter() - start
+        bar.close()
+        loss_sum, correct, seen = all_reduce_sum(self.ctx, totals).tolist()
+        loss_mean = loss_sum / seen
+        if not math.isfinite(loss_mean):
+            raise FloatingPointError(
+                f"the loss became {loss_mean} in epoch {epoch}; lower --lr or use --precision fp32 / bf16"
+            )
+        return {
+            "loss": loss_mean,
+            "accuracy": correct / seen,
+            "images": int(seen),
+            "images_per_s": seen / seconds,
+            "seconds": seconds,
+        }
+
+    def _validate(self) -> dict[str, float]:
+        """Rank-1/5/10 and mAP on the held-out ids (queries vs gallery, Market-style, cameras respected)."""
+        from sag.data import ReIDDataset
+
+        val = ReIDDataset(
+            name="validation",
+            root=Path(self.cfg.data_root),
+            train=[],
+            query=self.split.query,
+            gallery=self.split.gallery,
+            num_train_ids=0,
+            num_cameras=self.dataset.num_cameras,
+        )
+        metrics = self._score(val)
+        return {key: float(metrics[key]) for key in ("rank1", "rank5", "rank10", "mAP")}
+
+    def _score(self, dataset: Any) -> dict[str, Any]:
+        """Evaluate the bare model (eval transforms of the preset, at the training input size)."""
+        cfg = self.cfg
+        return score(self.model, dataset, cfg.preset, cfg.input_size, device=self.device, workers=cfg.workers)
+
+    def _state(self, epoch: int) -> dict[str, Any]:
+        """Everything --resume needs (only tensors and plain containers, for weights_only loading)."""
+        return {
+            "model": self.model.state_dict(),
+            "model_spec": self.spec,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": ckpt.capture_rng_state(),
+            "loader": {"epoch": epoch, "seed": self.cfg.seed},
+            "epoch": epoch,
+            "best": dict(self.best),
+            "elapsed": self.elapsed,
+            "wall": self._wall(),
+            "config": self.cfg.to_dict(),
+            "world_size": self.ctx.world_size,
+        }
+
+    def _wall(self) -> float:
+        """Wall-clock seconds of the run over all its sessions (setup, validation and test included)."""
+        return self.wall_before + time.perf_counter() - self.start_time
+
+    def _save_best(self, epoch: int) -> None:
+        """best.pt: the weights of the best validation epoch (no optimiser state)."""
+        if self.ctx.is_main:
+            ckpt.save_checkpoint(
+                self.run_dir / "best.pt",
+                {
+                    "model": self.model.state_dict(),
+                    "model_spec": self.spec,
+                    "epoch": epoch,
+                    "best": dict(self.best),
+                    "config": self.cfg.to_dict(),
+                },
+            )
+
+    # ------------------------------------------------------------------ the end
+    def _finish(self) -> RunResult:
+        """Test the best checkpoint on the dataset's query/gallery, write summary.json, print the table."""
+        cfg, run_dir = self.cfg, self.run_dir
+        if not self.best:  # no validation split: the last epoch is the best
+            self.best = {"epoch": cfg.epochs}
+            self._save_best(cfg.epochs)
+        barrier(self.ctx)
+        summary: dict[str, Any] | None = None
+        if self.ctx.is_main:
+            best_state = ckpt.read_checkpoint(run_dir / "best.pt")
+            ckpt.load_model_state(self.model, best_state["model"], run_dir / "best.pt")
+            metrics = self._score(self.dataset)
+            test = {key: float(metrics[key]) for key in ("rank1", "rank5", "rank10", "mAP", "mINP")}
+            test["cmc"] = [float(x) for x in np.asarray(metrics["cmc"])[:20]]
+            history = read_metrics(run_dir / "metrics.jsonl")
+            images = sum(r["images"] for r in history)
+            summary = {
+                "config": cfg.to_dict(),
+                "test": test,
+                "best_epoch": self.best["epoch"],
+                "best_val": {k: v for k, v in self.best.items() if k != "epoch"},
+                "images_per_s": images / max(self.elapsed, 1e-9),
+                "train_seconds": self.elapsed,
+                "wall_seconds": self._wall(),
+                "device": _device_name(self.device),
+                "world_size": self.ctx.world_size,
+                "effective_batch_size": cfg.batch_size * self.ctx.world_size,
+                "torch": torch.__version__,
+                "sag_version": _sag_version(),
+                "git_commit": _git_commit(),
+                "run_dir": str(run_dir),
+            }
+            write_json_atomic(run_dir / "summary.json", summary)
+            self.log(format_table(summary_rows(summary), title="sag train: summary"))
+        summary = broadcast_object(self.ctx, summary)
+        return RunResult(
+            run_dir, {"epoch": summary["best_epoch"], **summary["best_val"]}, summary["test"], history_of(run_dir)
+        )
+
+
+def history_of(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The epoch records of a run dir's metrics.jsonl."""
+    return read_metrics(Path(run_dir) / "metrics.jsonl")
+
+
+def _stored_result(run_dir: Path) -> RunResult:
+    """The RunResult of a finished run, from its summary.json and metrics.jsonl."""
+    summary = json.loads((run_dir / "summary.json").read_text())
+    best = {"epoch": summary["best_epoch"], **(summary.get("best_val") or {})}
+    return RunResult(run_dir, best, summary["test"], history_of(run_dir))
+
+
+def _check_same_run(saved: TrainConfig, requested: TrainConfig, source: Path) -> None:
+    """ValueError naming every identity field on which a resumed run differs from what ``source`` recorded."""
+    saved_dict, requested_dict = saved.resolved().to_dict(), requested.to_dict()
+    diffs = [
+        f"{name}: {saved_dict[name]!r} in the run, {requested_dict[name]!r} requested"
+        for name in IDENTITY_FIELDS
+        if saved_dict[name] != requested_dict[name]
+    ]
+    if diffs:
+        raise ValueError(
+            f"--resume: {source} records a different run ({'; '.join(diffs)}); drop those options to continue "
+            "it, or start a new run (--overwrite or another --out)"
+        )
+
+
+def _seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and all GPUs)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _sync(device: torch.device) -> None:
+    """Wait for queued GPU work so timings are honest."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _device_name(device: torch.device) -> str:
+    """e.g. ``cuda:0 (NVIDIA H100 80GB HBM3)`` or ``cpu``."""
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return str(device)
+
+
+def _sag_version() -> str:
+    """The installed sag's version."""
+    import sag
+
+    return sag.__version__
+
+
+def _git_commit() -> str | None:
+    """HEAD of the sag checkout, or None outside a git checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None

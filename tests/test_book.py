@@ -1,0 +1,217 @@
+"""The book's helpers: sag.book (chapter modes, data, seeds, figures) and the sag_cache Sphinx extension."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import multiprocessing
+import types
+from pathlib import Path
+
+import matplotlib
+import pytest
+import torch
+import yaml
+
+import sag.book
+from sag.data import synthetic as synthetic_module
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = {"num_train_ids": 2, "num_test_ids": 2, "images_per_id": 2, "size": (32, 16)}
+
+
+def _load_ext():
+    """book/_ext/sag_cache.py as a module."""
+    spec = importlib.util.spec_from_file_location("sag_cache", ROOT / "book" / "_ext" / "sag_cache.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+sag_cache = _load_ext()
+
+
+# --- sag.book: modes ------------------------------------------------------------------------------------------
+
+
+def test_choose_mode_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    empty = {"SAG_DATA_ROOT": str(tmp_path)}
+    assert sag.book.choose_mode("market1501", {"SAG_BOOK_MODE": "cpu"}) == "cpu"
+    assert sag.book.choose_mode("market1501", empty) == "cpu"  # auto, no GPU, no data
+    with pytest.raises(ValueError, match="not a mode"):
+        sag.book.choose_mode("market1501", {"SAG_BOOK_MODE": "fast"})
+    with pytest.raises(FileNotFoundError, match="python -m sag download market1501"):
+        sag.book.choose_mode("market1501", empty | {"SAG_BOOK_MODE": "full"})
+
+
+def test_auto_mode_is_full_only_with_a_gpu_and_the_dataset(monkeypatch, tmp_path):
+    monkeypatch.setattr(sag.book, "real_data_present", lambda dataset, environ=None: True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert sag.book.choose_mode("market1501", {}) == "full"
+    assert sag.book.choose_mode("market1501", {"SAG_BOOK_MODE": "full"}) == "full"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert sag.book.choose_mode("market1501", {}) == "cpu"  # data alone is not enough
+    monkeypatch.setattr(sag.book, "real_data_present", lambda dataset, environ=None: False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert sag.book.choose_mode("market1501", {}) == "cpu"  # a GPU alone is not enough
+
+
+def test_real_data_present_uses_the_loaders(tmp_path):
+    assert not sag.book.real_data_present("market1501", {"SAG_DATA_ROOT": str(tmp_path / "missing")})
+    assert not sag.book.real_data_present("market1501", {"SAG_DATA_ROOT": str(tmp_path)})
+    root = synthetic_module.make_synthetic(tmp_path / "synthetic", progress=False, **TINY)
+    assert sag.book.real_data_present("synthetic", {"SAG_DATA_ROOT": str(root)})
+
+
+def test_setup_prints_mode_and_settings_and_seeds(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("SAG_BOOK_MODE", "cpu")
+    monkeypatch.setenv("SAG_CACHE_DIR", str(tmp_path))
+    mode = sag.book.setup("Chapter 0", cpu={"steps": 3}, full={"steps": 300}, seed=5, synthetic=TINY)
+    out = capsys.readouterr().out
+    assert "Chapter 0 | mode: cpu" in out and "settings: steps=3" in out and "seed: 5" in out
+    assert mode.name == "cpu" and not mode.full and mode.device == torch.device("cpu")
+    assert mode.settings == {"steps": 3} and mode.dataset == "synthetic"
+    first = torch.rand(3)
+    data = mode.load_dataset()
+    assert data.name == "synthetic" and len(data.train) > 0 and Path(data.root) == mode.data_root
+    sag.book.setup(cpu={}, full={}, seed=5, synthetic=TINY, verbose=False)
+    assert torch.equal(torch.rand(3), first)  # seeded again: same stream
+    assert capsys.readouterr().out == ""
+
+
+def test_setup_refuses_settings_that_differ_between_modes():
+    with pytest.raises(ValueError, match="same keys"):
+        sag.book.setup(cpu={"steps": 3}, full={"epochs": 200}, verbose=False)
+
+
+def test_figure_style_is_light_and_non_interactive():
+    sag.book.figure_style()
+    assert matplotlib.get_backend().lower() == "agg"  # outside a kernel
+    assert matplotlib.rcParams["axes.facecolor"] == "white" and matplotlib.rcParams["axes.grid"]  # whitegrid
+    assert matplotlib.rcParams["savefig.bbox"] == "tight"
+
+
+# --- sag.book: the shared synthetic dataset -------------------------------------------------------------------
+
+
+def test_synthetic_root_generates_once_and_reuses(tmp_path, monkeypatch):
+    root = sag.book.synthetic_root(tmp_path, **TINY)
+    assert (root / synthetic_module.META_NAME).is_file() and root.parent == tmp_path
+    calls = []
+    monkeypatch.setattr(synthetic_module, "make_synthetic", lambda *a, **k: calls.append(a))
+    assert sag.book.synthetic_root(tmp_path, **TINY) == root and calls == []  # cached: not drawn again
+    assert [p.name for p in tmp_path.iterdir()] == [root.name]  # no temporary folders left behind
+
+
+def test_synthetic_root_depends_on_options(tmp_path):
+    a = sag.book.synthetic_root(tmp_path, **TINY)
+    b = sag.book.synthetic_root(tmp_path, **(TINY | {"seed": 1}))
+    assert a != b
+    assert json.loads((b / synthetic_module.META_NAME).read_text())["config"]["seed"] == 1
+
+
+def test_synthetic_root_survives_a_lost_race(tmp_path, monkeypatch):
+    real = synthetic_module.make_synthetic
+
+    def lose_the_race(root, **options):
+        real(root, **options)  # the other process finishes first ...
+        raise OSError(39, "Directory not empty")  # ... so our own rename fails
+
+    monkeypatch.setattr(synthetic_module, "make_synthetic", lose_the_race)
+    root = sag.book.synthetic_root(tmp_path, **TINY)
+    assert (root / synthetic_module.META_NAME).is_file()
+
+    monkeypatch.setattr(synthetic_module, "make_synthetic", lambda root, **o: (_ for _ in ()).throw(OSError(28, "")))
+    with pytest.raises(OSError):  # a real error (nothing was written) is not swallowed
+        sag.book.synthetic_root(tmp_path, **(TINY | {"seed": 7}))
+
+
+def _generate(cache: str) -> str:
+    """Worker: the synthetic root, as a string."""
+    return str(sag.book.synthetic_root(cache, **TINY))
+
+
+def test_parallel_notebooks_share_one_dataset(tmp_path):
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        roots = pool.map(_generate, [str(tmp_path)] * 2)
+    assert roots[0] == roots[1]
+    assert (Path(roots[0]) / synthetic_module.META_NAME).is_file()
+    assert [p.name for p in tmp_path.iterdir()] == [Path(roots[0]).name]
+
+
+# --- book/_ext/sag_cache.py -----------------------------------------------------------------------------------
+
+
+def _package(tmp_path: Path) -> Path:
+    package = tmp_path / "pkg"
+    (package / "sub").mkdir(parents=True)
+    (package / "__init__.py").write_text("x = 1\n")
+    (package / "sub" / "mod.py").write_text("y = 2\n")
+    (package / "notes.txt").write_text("ignored\n")
+    return package
+
+
+def test_package_digest_tracks_python_files_only(tmp_path):
+    package = _package(tmp_path)
+    digest = sag_cache.package_digest(package)
+    (package / "notes.txt").write_text("changed\n")
+    assert sag_cache.package_digest(package) == digest
+    (package / "sub" / "mod.py").write_text("y = 3\n")
+    assert sag_cache.package_digest(package) != digest
+    with pytest.raises(FileNotFoundError):
+        sag_cache.package_digest(tmp_path / "nope")
+
+
+def test_package_dir_is_the_imported_sag():
+    assert sag_cache.package_dir() == Path(sag.__file__).parent
+
+
+def _fake_app(tmp_path: Path) -> types.SimpleNamespace:
+    cache = tmp_path / "_build" / ".jupyter_cache"
+    env = types.SimpleNamespace(
+        mystnb_config=types.SimpleNamespace(execution_cache_path=str(cache)),
+        all_docs={"intro": 1.0, "04_dual_resolution": 1.0, "05_grid_softmax": 1.0},
+    )
+    return types.SimpleNamespace(env=env, outdir=str(tmp_path / "_build" / "html"))
+
+
+def test_a_package_change_clears_the_cache_and_reexecutes_everything(tmp_path, monkeypatch):
+    package = _package(tmp_path)
+    monkeypatch.setattr(sag_cache, "package_dir", lambda: package)
+    app = _fake_app(tmp_path)
+    cache = Path(app.env.mystnb_config.execution_cache_path)
+
+    sag_cache._on_builder_inited(app)  # first build: nothing cached yet
+    (cache / "executed").mkdir(parents=True)
+    (cache / "executed" / "nb.ipynb").write_text("{}")  # outputs stored by that build
+    sag_cache._on_build_finished(app, None)
+    assert (cache / sag_cache.STAMP).read_text().strip() == sag_cache.package_digest(package)
+
+    app = _fake_app(tmp_path)  # second build, package unchanged: the cache stays
+    sag_cache._on_builder_inited(app)
+    assert (cache / "executed" / "nb.ipynb").is_file()
+    assert sag_cache._on_env_get_outdated(app, app.env, set(), set(), set()) == []
+
+    (package / "__init__.py").write_text("x = 2\n")  # the package changes
+    app = _fake_app(tmp_path)
+    sag_cache._on_builder_inited(app)
+    assert not (cache / "executed").exists()  # stale outputs are gone
+    outdated = sag_cache._on_env_get_outdated(app, app.env, {"intro"}, set(), set())
+    assert outdated == ["04_dual_resolution", "05_grid_softmax"]  # every other document is read again
+
+    sag_cache._on_build_finished(app, RuntimeError("a chapter failed"))
+    assert not (cache / sag_cache.STAMP).exists()  # a failed build leaves the next one to re-execute
+    sag_cache._on_build_finished(app, None)
+    assert not sag_cache.is_stale(cache, sag_cache.package_digest(package))
+
+
+def test_the_extension_is_wired_into_the_book():
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    local = config["sphinx"]["local_extensions"]
+    assert (ROOT / "book" / local["sag_cache"] / "sag_cache.py").is_file()
+    assert config["execute"]["execute_notebooks"] == "cache" and config["execute"]["raise_on_error"] is True
+    calls = []
+    app = types.SimpleNamespace(connect=lambda event, handler, **kw: calls.append(event))
+    assert sag_cache.setup(app)["parallel_read_safe"] is True
+    assert calls == ["builder-inited", "env-get-outdated", "build-finished"]
