@@ -164,7 +164,7 @@ def worker(name: str, data: Path, repeats: int) -> dict:
 
 
 def machine() -> str:
-    """CPU model, cores, torch version and the load when the run started."""
+    """CPU model, cores, torch version, the load when the run started and the float32 matmul rate right now."""
     model = platform.processor() or "unknown CPU"
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
@@ -174,8 +174,23 @@ def machine() -> str:
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     return (
         f"{model}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), "
-        f"numpy {np.__version__}, {datetime.date.today()}, load average at start {load}"
+        f"numpy {np.__version__}, {datetime.date.today()}, load average at start {load}, "
+        f"float32 matmul {_gemm_gflops():.0f} GFLOP/s"
     )
+
+
+def _gemm_gflops(size: int = 2048, repeats: int = 3) -> float:
+    """Best float32 matrix-product rate of a few size x size x size products: how much of the CPU is ours now."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b
+    best = min(_timed(lambda: a @ b) for _ in range(repeats))
+    return 2 * size**3 / best / 1e9
+
+
+def _timed(call) -> float:
+    start = time.perf_counter()
+    call()
+    return time.perf_counter() - start
 
 
 def worker_env(omp_passive: bool) -> dict[str, str]:

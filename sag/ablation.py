@@ -9,7 +9,7 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -85,7 +85,7 @@ def run_ablation(
     rows: Sequence[str],
     seeds: int | Sequence[int],
     out: str | os.PathLike,
-    log: Any = print,
+    log: Callable[[str], Any] = print,
 ) -> list[dict[str, Any]]:
     """Train every row x seed into ``out/<row>/seed<k>`` and write results.csv, table.md and ablation.png.
 
@@ -246,7 +246,7 @@ MASS_FIELDS = (
 
 
 def write_attention_mass(
-    out: str | os.PathLike, num_images: int = 200, device: str | None = None, log: Any = print
+    out: str | os.PathLike, num_images: int = 200, device: str | None = None, log: Callable[[str], Any] = print
 ) -> list[dict[str, Any]]:
     """Measure every finished run's attention mass (best.pt) on synthetic test images; write attention_mass.csv
     (row x seed x map), attention_mass.md (mean ± std over seeds) and attention_mass.png. Returns the CSV rows."""

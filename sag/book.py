@@ -24,7 +24,8 @@ import os
 import random
 import sys
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,16 +61,15 @@ class BookMode:
         return load_dataset(self.dataset, self.data_root, **options)
 
     def describe(self, chapter: str = "") -> str:
-        """The lines printed at the top of a chapter."""
+        """The lines printed at the top of a chapter (short enough for a rendered page)."""
         what = "synthetic data, small settings" if self.name == "cpu" else "real data, the paper's settings"
-        switch = "SAG_BOOK_MODE=full" if self.name == "cpu" else "SAG_BOOK_MODE=cpu"
-        head = f"{chapter} | " if chapter else ""
-        lines = [
-            f"{head}mode: {self.name} ({what}; set {switch} to switch)",
-            f"device: {self.device} | dataset: {self.dataset} at {_short(self.data_root)} | seed: {self.seed}",
+        switch = "full" if self.name == "cpu" else "cpu"
+        lines = [chapter] if chapter else []
+        lines += [
+            f"mode: {self.name} ({what}; SAG_BOOK_MODE={switch} switches)",
+            f"device: {self.device} | seed: {self.seed} | dataset: {self.dataset} in {_short(self.data_root)}",
         ]
-        if self.settings:
-            lines.append("settings: " + ", ".join(f"{k}={v!r}" for k, v in self.settings.items()))
+        lines += [f"  {key} = {value!r}" for key, value in self.settings.items()]
         return "\n".join(lines)
 
 
@@ -190,6 +190,21 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+@contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """Run the block with ``count`` CPU threads in torch (loops over tiny tensors run faster on one)."""
+    import torch
+
+    if count < 1:
+        raise ValueError(f"thread count must be at least 1, got {count}")
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def figure_style() -> None:

@@ -69,7 +69,7 @@ def test_setup_prints_mode_and_settings_and_seeds(monkeypatch, tmp_path, capsys)
     monkeypatch.setenv("SAG_CACHE_DIR", str(tmp_path))
     mode = sag.book.setup("Chapter 0", cpu={"steps": 3}, full={"steps": 300}, seed=5, synthetic=TINY)
     out = capsys.readouterr().out
-    assert "Chapter 0 | mode: cpu" in out and "settings: steps=3" in out and "seed: 5" in out
+    assert "Chapter 0\nmode: cpu" in out and "steps = 3" in out and "seed: 5" in out
     assert mode.name == "cpu" and not mode.full and mode.device == torch.device("cpu")
     assert mode.settings == {"steps": 3} and mode.dataset == "synthetic"
     first = torch.rand(3)
@@ -83,6 +83,15 @@ def test_setup_prints_mode_and_settings_and_seeds(monkeypatch, tmp_path, capsys)
 def test_setup_refuses_settings_that_differ_between_modes():
     with pytest.raises(ValueError, match="same keys"):
         sag.book.setup(cpu={"steps": 3}, full={"epochs": 200}, verbose=False)
+
+
+def test_torch_threads_is_scoped():
+    before = torch.get_num_threads()
+    with sag.book.torch_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="at least 1"), sag.book.torch_threads(0):
+        pass
 
 
 def test_figure_style_is_light_and_non_interactive():

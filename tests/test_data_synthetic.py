@@ -142,6 +142,14 @@ def test_load_missing_or_generate(tmp_path: Path) -> None:
     assert ds.num_train_ids == 2 and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
+def test_generate_if_missing_loads_an_existing_set_as_it_is(tiny: Path) -> None:
+    before = _files(tiny)
+    ds = load_dataset("synthetic", tiny, generate_if_missing=True)  # no options: not the defaults, the set on disk
+    assert ds.num_train_ids == TINY["num_train_ids"] and _files(tiny) == before
+    with pytest.raises(ValueError, match=r"was made with other options \{'num_train_ids': \(9, 8\)\}"):
+        load_dataset("synthetic", tiny, generate_if_missing=True, num_train_ids=9)
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [

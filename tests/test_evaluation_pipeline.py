@@ -96,9 +96,11 @@ def random_features(seed=0, num_q=20, num_g=60, dim=8):
 
 
 def test_evaluate_features_streams_the_same_metrics(monkeypatch):
+    import sag.evaluation.pipeline as pipeline
     import sag.evaluation.ranking as ranking
 
-    monkeypatch.setattr(ranking, "_CHUNK_ELEMENTS", 100)  # several query blocks
+    monkeypatch.setattr(ranking, "_CHUNK_ELEMENTS", 130)  # ranked 2 queries at a time (60 gallery images) ...
+    monkeypatch.setattr(pipeline, "_DISTANCE_ELEMENTS", 300)  # ... of 5 per distance product: blocks of 2, 2, 1
     q, g, *labels = random_features()
     out = evaluate_features(q, g, *labels, rerank=True)
     assert set(out) >= KEYS and {f"rerank_{k}" for k in KEYS} <= set(out) and "AP" not in out
@@ -145,7 +147,7 @@ def test_evaluate_on_synthetic_dataset(synthetic):
     np.testing.assert_allclose(out["cmc"], expected["cmc"])
     assert out["mAP"] == pytest.approx(expected["mAP"])
 
-    multi = evaluate(model, synthetic, multi_query=True, pooling="max", flip=True)
+    multi = evaluate(model, synthetic, multi_query=True, pooling="max", flip=True, size=(64, 32))
     assert set(multi) >= KEYS
     with pytest.raises(ValueError, match="no multi-query images"):
         evaluate(model, dataclasses.replace(synthetic, multi_query=None), multi_query=True)

@@ -172,7 +172,9 @@ def test_accumulator_streams_blocks_like_the_full_matrix():
     full = evaluate_ranking(distmat, q_pids, g_pids, q_camids, g_camids, ap="trapezoid")
     acc = RankingAccumulator(g_pids, g_camids, ap="trapezoid")
     for rows in (slice(0, 7), slice(7, 8), slice(8, 25)):
-        acc.add(torch.from_numpy(distmat[rows]), torch.from_numpy(q_pids[rows]), torch.from_numpy(q_camids[rows]))
+        acc.add(torch.from_numpy(distmat[rows]), torch.from_numpy(q_pids[rows]), q_camids[rows])  # tensors or arrays
+    with pytest.raises(ValueError, match="distmat has 3 columns, expected 70"):
+        acc.add(np.zeros((1, 3)), [1], [0])
     streamed = acc.result()
     np.testing.assert_array_equal(streamed["cmc"], full["cmc"])
     assert (streamed["mAP"], streamed["mINP"]) == (full["mAP"], full["mINP"])
@@ -195,6 +197,22 @@ def test_tensor_inputs_and_dtypes(dtype, device):
     assert isinstance(ours["cmc"], np.ndarray) and isinstance(ours["mAP"], float)
 
 
+def test_infinite_distances_rank_last_or_first():
+    # +inf: never retrieved before a finite distance; -inf: always first; NaN alone is rejected
+    distmat = np.array([[np.inf, 0.5, -np.inf, np.inf]])
+    result = evaluate_ranking(distmat, [1], [1, 2, 3, 1], [0], [1, 1, 1, 1], max_rank=4)
+    np.testing.assert_array_equal(result["cmc"], [0, 0, 1, 1])  # goods at ranks 3 and 4 (tie: index order)
+    assert result["mAP"] == pytest.approx((1 / 3 + 2 / 4) / 2)
+
+
+def test_nan_in_a_junk_entry_or_a_later_block_is_reported(monkeypatch):
+    monkeypatch.setattr(ranking, "_CHUNK_ELEMENTS", 8)  # two queries per block
+    distmat = np.zeros((5, 4))
+    distmat[3, 0] = np.nan  # query 3, gallery 0: same id and camera, a junk entry
+    with pytest.raises(ValueError, match=r"NaN \(first at index \(3, 0\)\)"):
+        evaluate_ranking(distmat, [1, 1, 1, 1, 1], [1, 1, 2, 2], [0] * 5, [0, 1, 1, 1])
+
+
 def test_cmc_is_cumulative_beyond_the_gallery_size():
     result = evaluate_ranking([[0.1, 0.2, 0.3]], [1], [2, 3, 1], [0], [1, 1, 1], max_rank=50)  # good at rank 3
     assert result["cmc"].shape == (50,)
@@ -208,7 +226,8 @@ def test_cmc_is_cumulative_beyond_the_gallery_size():
         ({"distmat": np.zeros(4)}, "must be 2-D"),
         ({"distmat": np.zeros((2, 4), dtype=np.int64)}, "floating-point"),
         ({"distmat": np.array([[0, np.nan, 0, 0], [0, 0, 0, 0]])}, r"NaN \(first at index \(0, 1\)\)"),
-        ({"distmat": np.array([[0, 0, 0, 0], [0, 0, np.inf, 0]])}, r"infinite value \(first at index \(1, 2\)\)"),
+        ({"distmat": np.array([[0, 0, 0, 0], [0, 0, 0, np.nan]])}, r"NaN \(first at index \(1, 3\)\)"),
+        ({"distmat": np.array([[0, 0, 0, 0], [np.nan, 0, 0, 0]]), "g_pids": [2, 2, 1, 2]}, r"NaN .*\(1, 0\)"),
         ({"q_pids": [1, 2, 3]}, "q_pids has 3 entries, expected 2"),
         ({"q_camids": [0.0, 1.0]}, "q_camids must hold integers"),
         ({"g_pids": [1, 2, 3]}, "g_pids has 3 entries, expected 4"),

@@ -72,7 +72,7 @@ def _grids_figure(seed: int = 0, num: int = 4) -> None:
         grids[f"D{depth}"] = model.attention_grids(images)[depth]  # each column: its own single-depth model
     titles = [f"id {r.pid} c{r.camid + 1}" for r in picks]
     fig = plot_attention_grids([r.path for r in picks], grids, normalization=None, titles=titles)
-    save_figure(fig, HERE / "attention_grids.png", dpi=64)
+    save_figure(fig, HERE / "attention_grids.png", dpi=80)
 
 
 def _provenance(results: list[dict], args: argparse.Namespace) -> None:

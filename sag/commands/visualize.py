@@ -7,6 +7,7 @@ Writes PNGs into --out (default: a figures/ folder beside the checkpoint).
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ WHAT = ("grids", "ranks", "curves", "all")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``python -m sag visualize``."""
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("--checkpoint", required=True, help="best.pt or last.pt of a run dir")
     parser.add_argument("--what", nargs="+", choices=WHAT, default=["grids"], help="which figures (default: grids)")
     parser.add_argument("--out", default=None, help="folder for the PNGs (default: <run dir>/figures)")
@@ -43,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
 
 def make_figures(
     checkpoint: str | Path,
-    what: Any = ("grids",),
+    what: str | Sequence[str] = ("grids",),
     out: str | Path | None = None,
     num: int = 6,
     top_k: int = 10,

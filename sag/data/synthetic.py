@@ -138,8 +138,8 @@ def make_synthetic(
 def load_synthetic(root: str | os.PathLike, generate_if_missing: bool = False, **options: Any) -> ReIDDataset:
     """Load a synthetic dataset (making it first when ``generate_if_missing``); ``options`` must match its config."""
     root = Path(root).expanduser()
-    if generate_if_missing:
-        make_synthetic(root, **options)
+    if generate_if_missing and _read_meta(root, missing_ok=True) is None:
+        make_synthetic(root, **options)  # an existing set is loaded as it is; options left out are not defaults
     valid = {f.name for f in fields(SyntheticConfig)} | set(_RUN_OPTIONS)
     if set(options) - valid:
         raise ValueError(f"unknown option(s) {sorted(set(options) - valid)}; valid: {sorted(valid)}")

@@ -14,6 +14,8 @@ from sag.evaluation.multi_query import multi_query_features
 from sag.evaluation.ranking import RankingAccumulator, evaluate_ranking
 from sag.evaluation.rerank import re_ranking
 
+_DISTANCE_ELEMENTS = 1 << 24  # query-gallery distances computed per matrix product (64 MiB in float32)
+
 
 def evaluate(
     model: torch.nn.Module,
@@ -27,6 +29,8 @@ def evaluate(
     max_rank: int = 50,
     ap: str = "standard",
     pooling: str = "mean",
+    workers: int = 0,
+    size: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``model`` on a ``sag.data.ReIDDataset``'s query and gallery under the dataset's protocol.
 
@@ -35,7 +39,9 @@ def evaluate(
     ``rank10``, ``mAP``, ``mINP`` (fractions), ``cmc`` and, with ``rerank``, the same keys prefixed ``rerank_``
     for k-reciprocal re-ranking (k1=20, k2=6, lambda=0.3). ``multi_query`` pools each query with the
     ``dataset.multi_query`` images (Market-1501's gt_bbox) of its person and camera (``pooling`` mean or max).
-    A CUHK03 classic dataset (``dataset.protocol == "classic"``) gets single-gallery-shot CMC.
+    A CUHK03 classic dataset (``dataset.protocol == "classic"``) gets single-gallery-shot CMC. ``workers``:
+    DataLoader processes decoding the images; ``size``: (H, W) the images are resized to (default: the data
+    pipeline's 160 x 64).
     """
     from sag.data import make_eval_loader  # here, so that sag.evaluation imports without the data stack
 
@@ -45,7 +51,8 @@ def evaluate(
     def features(records: list, what: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if not records:
             raise ValueError(f"dataset {getattr(dataset, 'name', '?')!r} has no {what} images")
-        loader = make_eval_loader(records, preset=preset, batch_size=batch_size)
+        options = {} if size is None else {"size": tuple(size)}
+        loader = make_eval_loader(records, preset=preset, batch_size=batch_size, workers=workers, **options)
         return extract_features(model, loader, flip=flip, device=device, desc=what)
 
     q_feats, q_pids, q_camids = features(dataset.query, "query")
@@ -116,10 +123,14 @@ def evaluate_features(
         q_pids_t = _checks.labels(q_pids, "q_pids", q.device, q.shape[0], "row of q_feats")
         q_camids_t = _checks.labels(q_camids, "q_camids", q.device, q.shape[0], "row of q_feats")
         g_sq = (g * g).sum(1)
-        rows = accumulator.block_rows
+        # distances for many queries per matrix product (a thin product re-reads the gallery from memory each
+        # time), ranked in the accumulator's smaller blocks
+        rows, step = max(accumulator.block_rows, _DISTANCE_ELEMENTS // g.shape[0]), accumulator.block_rows
         for start in range(0, q.shape[0], rows):
             block = squared_distances(q[start : start + rows], g, None, g_sq)  # (b, G)
-            accumulator.add(block, q_pids_t[start : start + rows], q_camids_t[start : start + rows])
+            for a in range(0, block.shape[0], step):
+                r = slice(start + a, start + min(a + step, block.shape[0]))
+                accumulator.add(block[a : a + step], q_pids_t[r], q_camids_t[r])
         out = accumulator.result()
         out.pop("AP")
     if rerank:

@@ -12,7 +12,7 @@ from sag.evaluation._ops import exclusive_cumsum, flat_nonzero, lexsort_rows
 
 AP_RULES = ("standard", "trapezoid")
 JUNK_PID = -1  # gallery images of this id are junk for every query (Market-1501)
-_CHUNK_ELEMENTS = 1 << 21  # distance entries ranked at once: bounds the memory used beyond the matrix
+_CHUNK_ELEMENTS = 1 << 20  # distance entries ranked at once: bounds the memory used beyond the matrix
 
 
 def evaluate_ranking(
@@ -38,12 +38,15 @@ def evaluate_ranking(
     precision at the rank before (1 when r = 1). mINP is the mean over queries of ``n_good / rank of the last
     good image`` (Ye et al. 2021).
 
-    Inputs may be numpy arrays or torch tensors; the work runs on ``distmat``'s device, in chunks of queries so
-    that memory beyond the matrix stays bounded. Rows are never fully sorted: only the gallery images up to a
-    query's farthest good image are extracted and sorted, so a good model (good matches near the top) costs
-    little more than one pass over the matrix, and a random one about a sort of every row. Returns ``cmc`` (numpy, ``cmc[k-1]`` = rank-k accuracy),
-    ``mAP``, ``mINP``, ``rank1``/``rank5``/``rank10`` (those <= ``max_rank``), ``AP`` (per query, NaN when
-    skipped), ``num_valid_queries`` and ``num_skipped_queries``; accuracies are fractions in [0, 1].
+    Distances may be +-inf (+inf: never retrieved before a finite distance); NaN raises ValueError. Inputs may
+    be numpy arrays or torch tensors; the work runs on ``distmat``'s device, in chunks of queries so that the
+    memory beyond the matrix stays bounded. Rows are never fully sorted: only the gallery images up to a query's
+    farthest good image are extracted and sorted, so a good model (good matches near the top) costs little more
+    than one pass over the matrix, and a random one about a sort of every row.
+
+    Returns ``cmc`` (numpy, ``cmc[k-1]`` = rank-k accuracy), ``mAP``, ``mINP``, ``rank1`` / ``rank5`` /
+    ``rank10`` (those <= ``max_rank``), ``AP`` (per query, NaN when skipped), ``num_valid_queries`` and
+    ``num_skipped_queries``; accuracies are fractions in [0, 1].
     """
     dist = _checks.float_matrix(distmat, "distmat")
     num_q, num_g = dist.shape
@@ -52,7 +55,7 @@ def evaluate_ranking(
     accumulator = RankingAccumulator(g_pids, g_camids, max_rank=max_rank, ap=ap, device=dist.device)
     q_pids = _checks.labels(q_pids, "q_pids", dist.device, num_q, "distmat row")
     q_camids = _checks.labels(q_camids, "q_camids", dist.device, num_q, "distmat row")
-    rows = accumulator.block_rows
+    rows = accumulator.block_rows  # each block is checked again by add(): cheap, the labels are already tensors
     for start in range(0, num_q, rows):
         stop = min(start + rows, num_q)
         accumulator.add(dist[start:stop], q_pids[start:stop], q_camids[start:stop])
@@ -92,13 +95,15 @@ class RankingAccumulator:
         self._keep = torch.empty(0, dtype=torch.bool, device=device)  # reused (B, G) masks, grown on demand
         self._is_good = torch.zeros(0, dtype=torch.bool, device=device)  # all False between calls
 
-    def add(self, dist: torch.Tensor, q_pids: torch.Tensor, q_camids: torch.Tensor) -> None:
-        """Rank the gallery for a block of queries: ``dist`` (B, G), ``q_pids`` and ``q_camids`` (B,) int64."""
+    def add(self, dist: Any, q_pids: Any, q_camids: Any) -> None:
+        """Rank the gallery for a block of queries: distances ``dist`` (B, G), ``q_pids`` and ``q_camids`` (B,)."""
+        dist = _checks.float_matrix(dist, "distmat", self._g_pids.device)
         num_b, num_g = dist.shape
         if num_g != self.num_gallery:
-            raise ValueError(f"distance block has {num_g} columns, expected {self.num_gallery} (one per gallery image)")
+            raise ValueError(f"distmat has {num_g} columns, expected {self.num_gallery} (one per gallery image)")
+        q_pids = _checks.labels(q_pids, "q_pids", dist.device, num_b, "distmat row")
+        q_camids = _checks.labels(q_camids, "q_camids", dist.device, num_b, "distmat row")
         dist = dist.contiguous() if dist.dtype in (torch.float32, torch.float64) else dist.float().contiguous()
-        _checks.check_finite(dist, "distmat", row_offset=self._num_queries)
         dev = dist.device
         arange_b = torch.arange(num_b, device=dev)
 
@@ -122,15 +127,23 @@ class RankingAccumulator:
             self._is_good = torch.zeros(size, dtype=torch.bool, device=dev)
         keep_flat, is_good = self._keep[:size], self._is_good[: dist.numel()]
         keep_flat[dist.numel() :] = False
-        keep = torch.le(dist, farthest[:, None], out=keep_flat[: dist.numel()].view(dist.shape))  # (B, G)
-        keep.view(-1)[rows[same_cam] * num_g + cols[same_cam]] = False
+        # not (d > farthest): d <= farthest, and NaN, which is then caught below with the extracted values
+        keep = torch.gt(dist, farthest[:, None], out=keep_flat[: dist.numel()].view(dist.shape))  # (B, G)
+        keep.logical_not_()
+        junk_flat = rows[same_cam] * num_g + cols[same_cam]
+        keep.view(-1)[junk_flat] = False
+        nan = torch.isnan(dist.view(-1)[junk_flat]).any()  # junk entries are not extracted: check them here
         if self._junk_cols is not None:
             keep[:, self._junk_cols] = False
+            nan |= torch.isnan(dist[:, self._junk_cols]).any()
         good_flat = good_rows * num_g + good_cols
         is_good[good_flat] = True
         kept = flat_nonzero(keep_flat)  # ascending: row-major, ascending gallery index within a row
         kept_rows = kept // num_g
-        order = lexsort_rows(kept_rows, dist.view(-1)[kept])  # by row, distance, then gallery index
+        values = dist.view(-1)[kept]
+        if bool(nan | torch.isnan(values).any()):
+            self._raise_nan(dist)
+        order = lexsort_rows(kept_rows, values)  # by row, distance, then gallery index
         sorted_rows = kept_rows[order]
         hits = is_good[kept][order].nonzero().squeeze(1)
         is_good[good_flat] = False  # ready for the next block
@@ -152,6 +165,15 @@ class RankingAccumulator:
         last = k0 == num_good[hit_rows] - 1
         self._inp_sum += (num_good[hit_rows[last]] / rank[last]).sum()
         self._num_queries += num_b
+
+    def _raise_nan(self, dist: torch.Tensor) -> None:
+        """ValueError naming the first NaN of the block ``dist``."""
+        self._is_good.zero_()
+        row, col = (int(i) for i in torch.isnan(dist).nonzero()[0])
+        raise ValueError(
+            f"distmat holds NaN (first at index ({row + self._num_queries}, {col})); a distance must be a number "
+            "(+-inf are allowed)"
+        )
 
     def result(self) -> dict[str, Any]:
         """The averaged metrics over every query added so far (see ``evaluate_ranking``)."""

@@ -11,10 +11,16 @@ from tqdm.auto import tqdm
 from sag.evaluation import _checks
 from sag.evaluation._ops import exclusive_cumsum, flat_nonzero, padded_mask
 
-_BLOCK = 2048  # rows / columns of one block of the N x N distance matrix (x4 on a GPU: fewer, larger kernels)
+# Work sizes on a CPU; a GPU takes 16 times more at once (fewer, larger kernels; its memory is not the limit).
+_BLOCK = 2048  # rows / columns of one block of the N x N distance matrix (x4 on a GPU)
 _ROWS = 1024  # images handled at once in the neighbour-set steps
 _PAIR_BUDGET = 1 << 20  # (entry, entry) pairs expanded at once in query expansion and the Jaccard step
 _GATHER_BUDGET = 1 << 21  # feature values gathered at once for scattered distances (small temporaries are reused)
+
+
+def _scale(device: torch.device) -> int:
+    """How many times the CPU work sizes to take at once on ``device``."""
+    return 16 if device.type == "cuda" else 1
 
 
 class _Neighbours(NamedTuple):
@@ -80,7 +86,7 @@ def _nearest_neighbours(
     keep = min(num, k + 8)  # a margin beyond the k-th: settles ties that appear when normalising
     row_max = torch.zeros(num, dtype=dtype, device=device)
     qg = torch.empty(num_q, num - num_q, dtype=dtype, device=device)
-    block = _BLOCK * (4 if device.type == "cuda" else 1)
+    block = _BLOCK * (4 if device.type == "cuda" else 1)  # 16 x the elements
     top = _TopK(num, keep, block, dtype, device)
     buffer = torch.empty(min(num, block) ** 2, dtype=dtype, device=device)  # reused: no allocation per block
     starts = range(0, num, block)
@@ -113,7 +119,7 @@ def _nearest_neighbours(
     if keep < num:
         # An image outside the kept ones could tie with the k-th after normalising: rank those rows in full.
         unsettled = (top.dist.amax(1) / row_max <= order.values[:, k - 1]).nonzero().squeeze(1)
-        for chunk in unsettled.split(max(1, _GATHER_BUDGET // (4 * num))):
+        for chunk in unsettled.split(max(1, _GATHER_BUDGET * _scale(device) // (4 * num))):
             dist = (left[chunk] @ right.T).clamp_(min=0)  # (b, N)
             dist[torch.arange(chunk.numel(), device=device), chunk] = 0
             index[chunk] = torch.sort(dist / row_max[chunk, None], dim=1, stable=True).indices[:, :k]
@@ -176,8 +182,9 @@ class _TopK:
 def _reciprocal_mask(lists: torch.Tensor) -> torch.Tensor:
     """(N, k) bool: is image i among the first k neighbours of its a-th neighbour ``lists[i, a]``?"""
     out = torch.empty(lists.shape, dtype=torch.bool, device=lists.device)
-    for start in range(0, lists.shape[0], _ROWS):
-        chunk = lists[start : start + _ROWS]  # (b, k)
+    step = _ROWS * _scale(lists.device)
+    for start in range(0, lists.shape[0], step):
+        chunk = lists[start : start + step]  # (b, k)
         me = torch.arange(start, start + chunk.shape[0], device=lists.device)
         out[start : start + chunk.shape[0]] = (lists[chunk] == me[:, None, None]).any(-1)
     return out
@@ -193,9 +200,10 @@ def _k_reciprocal_weights(
     full_recip = _reciprocal_mask(full)
     half_recip = _reciprocal_mask(half)
     out_rows, out_cols, out_vals = [], [], []
-    for start in range(0, num, _ROWS):
-        cand = full[start : start + _ROWS]  # (b, kf): candidates, R(p, k1) where recip
-        recip = full_recip[start : start + _ROWS]
+    step = _ROWS * _scale(left.device)
+    for start in range(0, num, step):
+        cand = full[start : start + step]  # (b, kf): candidates, R(p, k1) where recip
+        recip = full_recip[start : start + step]
         cand_half = half[cand]  # (b, kf, kh): each candidate's nearest round(k1 / 2) + 1
         cand_half_recip = half_recip[cand]  # ... and which of them are its k-reciprocal neighbours
         in_recip = ((cand_half[..., None] == cand[:, None, None, :]) & recip[:, None, None, :]).any(-1)
@@ -235,7 +243,8 @@ def _member_distances(
     out = nn.kept_dist[start : start + members.shape[0]].gather(1, pos)
     # members far from the image, reached through a neighbour's set: compute their distances
     r, m = (valid & (kept.gather(1, pos) != members)).nonzero(as_tuple=True)
-    for chunk in torch.arange(r.numel(), device=r.device).split(max(1, _GATHER_BUDGET // left.shape[1])):
+    step = max(1, _GATHER_BUDGET * _scale(left.device) // left.shape[1])
+    for chunk in torch.arange(r.numel(), device=r.device).split(step):
         rows, cols = r[chunk] + start, members[r[chunk], m[chunk]]
         out[r[chunk], m[chunk]] = torch.linalg.vecdot(left[rows], right[cols]).clamp_(min=0)
     return out
@@ -263,7 +272,7 @@ def _query_expansion(
     ptr = torch.cumsum(counts, 0) - counts
     work = counts[nearest].sum(1)  # (N,) entries each output row gathers
     out_rows, out_cols, out_vals = [], [], []
-    for a, b in _budget_ranges(work, _PAIR_BUDGET):
+    for a, b in _budget_ranges(work, _PAIR_BUDGET * _scale(vals.device)):
         src = nearest[a:b].reshape(-1)  # (b * k2,)
         pos, owner = _expand(ptr, counts, src)
         key, perm = torch.sort((owner // k2 + a) * num + cols[pos], stable=True)  # by (output row, column)
@@ -314,7 +323,7 @@ def _jaccard_combine(
     q_ptr = torch.cat([q_ptr, torch.tensor([q_end], device=q_ptr.device)]).tolist()
     # per query: (query entry, gallery entry) pairs, plus its row of the dense (b, G) temporaries
     work = _segment_sum(g_counts[q_cols], q_rows, num_q) + num_g
-    for a, b in _budget_ranges(work, _PAIR_BUDGET):
+    for a, b in _budget_ranges(work, _PAIR_BUDGET * _scale(vals.device)):
         entries = slice(q_ptr[a], q_ptr[b])  # this range's query entries (l, v): gallery entries in column l
         count = g_counts[q_cols[entries]]
         pos = torch.repeat_interleave(g_ptr[q_cols[entries]] - (torch.cumsum(count, 0) - count), count)
