@@ -159,3 +159,20 @@ def test_evaluate_dispatches_classic_protocol(synthetic):
     out = evaluate(TinyEmbedder(), classic)
     assert out["repeats"] == 10  # single-gallery-shot CMC
     assert set(out) >= KEYS
+
+
+def test_evaluate_defaults_to_the_model_input_size(synthetic):
+    seen = []
+
+    class SizeRecorder(TinyEmbedder):
+        input_size = (64, 32)
+
+        def forward(self, images):
+            seen.append(tuple(images.shape[-2:]))
+            return super().forward(images)
+
+    evaluate(SizeRecorder(), synthetic, batch_size=8)
+    assert set(seen) == {(64, 32)}
+    seen.clear()
+    evaluate(SizeRecorder(), synthetic, batch_size=8, size=(96, 32))
+    assert set(seen) == {(96, 32)}

@@ -40,13 +40,14 @@ def evaluate(
     for k-reciprocal re-ranking (k1=20, k2=6, lambda=0.3). ``multi_query`` pools each query with the
     ``dataset.multi_query`` images (Market-1501's gt_bbox) of its person and camera (``pooling`` mean or max).
     A CUHK03 classic dataset (``dataset.protocol == "classic"``) gets single-gallery-shot CMC. ``workers``:
-    DataLoader processes decoding the images; ``size``: (H, W) the images are resized to (default: the data
-    pipeline's 160 x 64).
+    DataLoader processes decoding the images; ``size``: (H, W) the images are resized to (default: the
+    model's own ``input_size``, the size it was built and trained at, else the data pipeline's 160 x 64).
     """
     from sag.data import make_eval_loader  # here, so that sag.evaluation imports without the data stack
 
     preset = "paper" if preset is None else preset
     device = torch.device(device) if device is not None else None
+    size = size if size is not None else getattr(model, "input_size", None)
 
     def features(records: list, what: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if not records:
