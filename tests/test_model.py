@@ -91,13 +91,31 @@ def test_eq6_product_and_eq7_l2_norm():
     plain = SAGModule(6).eval()
     v, g = plain(high, low)
     torch.testing.assert_close(v, slow_max_filter(high, 5, 2) * g)
-    normed = SAGModule(6, l2_normalize=True).eval()
+    normed = SAGModule(6, l2_normalize=True).eval()  # per sample: one norm over (C, h, w)
     normed.load_state_dict(plain.state_dict())
     v2, _ = normed(high, low)
-    torch.testing.assert_close(v2, v / v.norm(dim=1, keepdim=True).clamp_min(1e-12))
-    torch.testing.assert_close(v2.norm(dim=1), torch.ones(2, 5, 2))
+    norms = v.flatten(1).norm(dim=1).clamp_min(1e-12).view(2, 1, 1, 1)
+    torch.testing.assert_close(v2, v / norms)
+    torch.testing.assert_close(v2.flatten(1).norm(dim=1), torch.ones(2))
     zero, _ = normed(torch.zeros_like(high), low)  # eps keeps zeros finite
     assert torch.all(zero == 0)
+
+
+def test_eq7_per_sample_keeps_the_grid_per_cell_cancels_it():
+    torch.manual_seed(4)
+    high, low = torch.randn(2, 6, 10, 4), torch.randn(2, 6, 5, 2)
+    grads = {}
+    for mode in ("sample", "cell"):
+        module = SAGModule(6, l2_normalize=True, l2_mode=mode).train()
+        v, _ = module(high, low)
+        (v * torch.randn_like(v)).sum().backward()
+        grads[mode] = module.conv.weight.grad.abs().sum().item()
+        if mode == "cell":  # v_j / ||v_j|| = a_j / ||a_j||: the grid has no effect
+            aligned = slow_max_filter(high, 5, 2)
+            torch.testing.assert_close(v, aligned / aligned.norm(dim=1, keepdim=True))
+    assert grads["sample"] > 1e-3 and grads["cell"] < 1e-5 * grads["sample"]
+    with pytest.raises(ValueError, match="unknown l2_mode 'pixel'; valid: sample, cell"):
+        SAGModule(6, l2_mode="pixel")
 
 
 def test_dual_resolution_uses_upsampled_input_and_shared_weights():

@@ -26,7 +26,17 @@ def preset_options(preset: str, depths: tuple[int, ...]) -> dict[str, Any]:
 
 
 PRESETS = ("paper", "released_code")
-OVERRIDES = ("upsample", "head", "pooled_l2", "l2_depths", "bottleneck_dim", "dropout", "leaky_slope", "input_size")
+OVERRIDES = (
+    "upsample",
+    "head",
+    "pooled_l2",
+    "l2_depths",
+    "l2_mode",
+    "bottleneck_dim",
+    "dropout",
+    "leaky_slope",
+    "input_size",
+)
 
 
 def build_model(
@@ -45,7 +55,7 @@ def build_model(
     option           ``"paper"``                 ``"released_code"``
     ===============  ==========================  ====================================================
     upsample (Eq.1)  bilinear x2                 nearest x2
-    Eq. 7 L2 norm    at D1-D3 only (sec. 4.6)    never at the grid
+    Eq. 7 L2 norm    at D1-D3 only (sec. 4.6)    never at the grid (per sample: ``l2_mode="sample"``)
     pooled feature   average pool                average pool, then L2-normalised (always)
     head             Linear(C4, classes)         Linear(C4,512)-BN1d-LeakyReLU(0.1)-Dropout(0.5)-Linear
     ===============  ==========================  ====================================================

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 L2_EPS = 1e-12  # Eq. 7's epsilon
+L2_MODES = ("sample", "cell")  # Eq. 7 over all of a sample's v (keeps the grid), or per grid cell (cancels it)
 
 
 def grid_softmax(scores: torch.Tensor) -> torch.Tensor:
@@ -36,14 +37,20 @@ class SAGModule(nn.Module):
 
     Args:
         channels: channels of the residual stage it follows.
-        l2_normalize: apply Eq. 7 to v, per grid cell across channels, with eps 1e-12.
+        l2_normalize: apply Eq. 7 to v with eps 1e-12.
+        l2_mode: ``"sample"`` (default) divides each sample's whole v (C, h, w) by its norm, which keeps the grid's
+            relative weights; ``"cell"`` normalises every grid cell across channels, which cancels the grid exactly
+            (v_j / ||v_j|| = a_j / ||a_j||): kept only to show that trap (book chapter 7).
     """
 
-    def __init__(self, channels: int, l2_normalize: bool = False) -> None:
+    def __init__(self, channels: int, l2_normalize: bool = False, l2_mode: str = "sample") -> None:
         super().__init__()
+        if l2_mode not in L2_MODES:
+            raise ValueError(f"unknown l2_mode {l2_mode!r}; valid: {', '.join(L2_MODES)}")
         self.conv = nn.Conv2d(channels, 1, kernel_size=1)  # Eq. 3: h(x) = w^T x + b
         self.bn = nn.BatchNorm2d(1)
         self.l2_normalize = l2_normalize
+        self.l2_mode = l2_mode
 
     def grid(self, low: torch.Tensor) -> torch.Tensor:
         """Attention grid G from low-resolution features: (N, C, h, w) -> (N, 1, h, w), sums to 1."""
@@ -54,9 +61,11 @@ class SAGModule(nn.Module):
         g = self.grid(low)  # (N, 1, h, w)
         aligned = max_filter_align(high, tuple(low.shape[-2:]))  # (N, C, h, w)
         v = aligned * g  # Eq. 6, broadcast over channels
-        if self.l2_normalize:
-            v = F.normalize(v, p=2.0, dim=1, eps=L2_EPS)  # Eq. 7
+        if self.l2_normalize and self.l2_mode == "cell":
+            v = F.normalize(v, p=2.0, dim=1, eps=L2_EPS)  # Eq. 7 per cell: the grid cancels
+        elif self.l2_normalize:
+            v = F.normalize(v.flatten(1), p=2.0, dim=1, eps=L2_EPS).view_as(v)  # Eq. 7 per sample
         return v, g
 
     def extra_repr(self) -> str:
-        return f"l2_normalize={self.l2_normalize}"
+        return f"l2_normalize={self.l2_normalize}, l2_mode={self.l2_mode!r}"
