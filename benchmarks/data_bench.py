@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
-import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,7 +21,9 @@ import torch
 
 from sag.data import load_dataset, make_synthetic, make_train_loader
 
-RESULTS = Path(__file__).with_name("RESULTS.md")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import RESULTS, machine, sync, update_results
+
 START, END = "<!-- data_bench:start -->", "<!-- data_bench:end -->"
 
 
@@ -51,11 +50,11 @@ def time_loader(loader, batches: int, device: torch.device) -> float:
     iterator = iter(loader)
     for images, _ in islice(iterator, 2):
         images.sum().item()
-    _sync(device)
+    sync(device)
     start, seen = time.perf_counter(), 0
     for images, _ in islice(iterator, batches):
         seen += images.shape[0]
-    _sync(device)
+    sync(device)
     return seen / (time.perf_counter() - start)
 
 
@@ -80,7 +79,7 @@ def run(args: argparse.Namespace) -> list[dict[str, object]]:
                 print(f"{preset:14s} DataLoader {workers} workers: {rate:9.0f} images/s", flush=True)
             start = time.perf_counter()
             loader = make_train_loader(records, preset, args.batch_size, device=device, resident=True, progress=False)
-            _sync(device)
+            sync(device)
             decode = len(records) / (time.perf_counter() - start)
             rate = time_loader(loader, args.batches, device)
             rows.append({"preset": preset, "path": "resident (decode once)", "images/s": decode})
@@ -88,22 +87,6 @@ def run(args: argparse.Namespace) -> list[dict[str, object]]:
             print(f"{preset:14s} resident decode:        {decode:9.0f} images/s", flush=True)
             print(f"{preset:14s} resident on {device.type}:       {rate:9.0f} images/s", flush=True)
     return rows
-
-
-def machine(device: torch.device) -> str:
-    """CPU model, cores, load, torch version and the device, for the results table."""
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        cpu = next(line.split(":", 1)[1].strip() for line in lscpu.splitlines() if line.startswith("Model name"))
-    except (OSError, subprocess.CalledProcessError, StopIteration):
-        cpu = platform.processor() or "unknown CPU"
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
-    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "none"
-    return (
-        f"{cpu}, {cores} cores (load average {load}), torch {torch.__version__} "
-        f"({_plural(torch.get_num_threads(), 'thread')}), Python {sys.version.split()[0]}, GPU: {gpu}"
-    )
 
 
 def markdown(rows: list[dict[str, object]], args: argparse.Namespace, device: torch.device) -> str:
@@ -134,31 +117,6 @@ def markdown(rows: list[dict[str, object]], args: argparse.Namespace, device: to
     return "\n".join(lines)
 
 
-def update_results(section: str, path: Path = RESULTS) -> Path:
-    """Replace this benchmark's section of RESULTS.md (or append it; create the file with a heading)."""
-    text = path.read_text() if path.exists() else "# Benchmark results\n\nMeasured numbers, one section per script.\n"
-    if START in text and END in text:
-        before, rest = text.split(START, 1)
-        text = before + section + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
-
-
-def _plural(n: int, word: str) -> str:
-    """``1 thread``, ``2 threads``."""
-    return f"{n} {word}{'' if n == 1 else 's'}"
-
-
-def _sync(device: torch.device) -> None:
-    """Wait for queued GPU work before reading the clock."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark, print the table, update RESULTS.md."""
     args = parse_args(argv)
@@ -167,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     section = markdown(rows, args, device)
     print(section)
     if not args.no_write:
-        print(f"updated {update_results(section)}")
+        print(f"updated {update_results(section, START, END)}")
     return 0
 
 

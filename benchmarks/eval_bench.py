@@ -14,12 +14,7 @@ its own (peak RSS, VmHWM, minus the RSS once the inputs are loaded):
 
 from __future__ import annotations
 
-import argparse
-import datetime
 import json
-import os
-import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,6 +22,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as common
+from _common import peak_mib, reset_peak, rss_mib
 
 
 def market_like(
@@ -88,30 +87,6 @@ def torchreid_style_eval(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=5
     return {"rank1": float(cmc[0]), "mAP": float(np.mean(all_ap)), "mINP": float(np.mean(all_inp))}
 
 
-def _rss_mib() -> float:
-    """Current resident set size of this process."""
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def _reset_peak() -> None:
-    """Restart the peak-RSS count from the current RSS (Linux: clear_refs 5), so earlier peaks do not count."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:  # not Linux, or not allowed: the peak then covers the whole process life
-        pass
-
-
-def _peak_mib() -> float:
-    """Peak resident set size of this process since the last ``_reset_peak``.
-
-    VmHWM, not getrusage's ru_maxrss: the latter also counts the parent's RSS at fork, before exec.
-    """
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
-
-
 def worker(name: str, data: Path, repeats: int) -> dict:
     """One measurement in this (fresh) process: load the inputs, time the call, report peak memory above them."""
     labels = [np.load(data / f"{key}.npy") for key in ("q_pids", "g_pids", "q_camids", "g_camids")]
@@ -147,8 +122,8 @@ def worker(name: str, data: Path, repeats: int) -> dict:
                 distmat = 2 - 2 * inputs[0] @ inputs[1].T  # squared Euclidean of L2-normalised features
                 return torchreid_style_eval(distmat, *labels)
 
-    _reset_peak()
-    base = _rss_mib()
+    reset_peak()
+    base = rss_mib()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -156,7 +131,7 @@ def worker(name: str, data: Path, repeats: int) -> dict:
         times.append(time.perf_counter() - start)
     return {
         "seconds": min(times),
-        "peak_mib": _peak_mib() - base,
+        "peak_mib": peak_mib() - base,
         "rank1": result["rank1"],
         "mAP": result["mAP"],
         "mINP": result["mINP"],
@@ -165,18 +140,7 @@ def worker(name: str, data: Path, repeats: int) -> dict:
 
 def machine() -> str:
     """CPU model, cores, torch version, the load when the run started and the float32 matmul rate right now."""
-    model = platform.processor() or "unknown CPU"
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-        model = next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
-    except (OSError, StopIteration):
-        pass
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    return (
-        f"{model}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), "
-        f"numpy {np.__version__}, {datetime.date.today()}, load average at start {load}, "
-        f"float32 matmul {_gemm_gflops():.0f} GFLOP/s"
-    )
+    return f"{common.machine()}, numpy {np.__version__}, float32 matmul {_gemm_gflops():.0f} GFLOP/s"
 
 
 def _gemm_gflops(size: int = 2048, repeats: int = 3) -> float:
@@ -193,42 +157,18 @@ def _timed(call) -> float:
     return time.perf_counter() - start
 
 
-def worker_env(omp_passive: bool) -> dict[str, str]:
-    """The environment of a measurement subprocess."""
-    env = dict(os.environ)
-    if omp_passive:
-        env["OMP_WAIT_POLICY"] = "PASSIVE"
-    return env
-
-
 def run_worker(name: str, data: Path, repeats: int, threads: int | None = None, omp_passive: bool = False) -> dict:
     """Run ``worker`` in a subprocess and return its JSON result."""
-    cmd = [sys.executable, __file__, "--worker", name, "--data", str(data), "--repeats", str(repeats)]
-    cmd += ["--threads", str(threads)] if threads else []
-    out = subprocess.run(cmd, capture_output=True, text=True, check=False, env=worker_env(omp_passive))
-    if out.returncode != 0:
-        raise RuntimeError(f"{name} failed:\n{out.stderr}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    args = ["--worker", name, "--data", str(data), "--repeats", str(repeats)]
+    args += ["--threads", str(threads)] if threads else []
+    return common.run_json_worker(__file__, args, name, omp_passive)
 
 
 def main() -> None:
     """Generate the data once, run every measurement in its own process, print a table."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--queries", type=int, default=3368)
-    parser.add_argument("--gallery", type=int, default=15913)
-    parser.add_argument("--dim", type=int, default=2048)
-    parser.add_argument("--noise", type=float, default=3.2, help="per-dimension noise around the identity centres")
+    parser = common.feature_bench_parser(__doc__)
     parser.add_argument("--repeats", type=int, default=3, help="timed calls of ours (best kept; default 3)")
     parser.add_argument("--skip-reference", action="store_true", help="only measure sag.evaluation")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument(
-        "--omp-passive",
-        action="store_true",
-        help="run the measurements with OMP_WAIT_POLICY=PASSIVE (idle OpenMP threads sleep instead of spinning: "
-        "much faster when other jobs share the cores)",
-    )
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
-    parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,7 +26,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from eval_bench import _peak_mib, _reset_peak, _rss_mib, machine, market_like, worker_env
+import _common as common
+from _common import peak_mib, reset_peak, rss_mib
+from eval_bench import machine, market_like
 
 
 def original_re_ranking(q_feats, g_feats, k1=20, k2=6, lambda_value=0.3, kind=None):
@@ -98,25 +99,22 @@ def worker(name: str, data: Path, out: Path) -> dict:
         def call():
             return original_re_ranking(q, g, kind="stable" if name == "original_stable" else None)
 
-    process_peak = _peak_mib()  # loading the features
-    _reset_peak()
-    base = _rss_mib()
+    process_peak = peak_mib()  # loading the features
+    reset_peak()
+    base = rss_mib()
     start = time.perf_counter()
     result = call()
     seconds = time.perf_counter() - start
-    peak = _peak_mib() - base
+    peak = peak_mib() - base
     np.save(out, result)
     return {"seconds": seconds, "peak_mib": peak, "process_peak_mib": max(process_peak, base + peak)}
 
 
 def run_worker(name: str, data: Path, out: Path, threads: int | None = None, omp_passive: bool = False) -> dict:
     """Run ``worker`` in a subprocess and return its JSON result."""
-    cmd = [sys.executable, __file__, "--worker", name, "--data", str(data), "--out", str(out)]
-    cmd += ["--threads", str(threads)] if threads else []
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False, env=worker_env(omp_passive))
-    if done.returncode != 0:
-        raise RuntimeError(f"{name} on {data.name} failed:\n{done.stderr}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    args = ["--worker", name, "--data", str(data), "--out", str(out)]
+    args += ["--threads", str(threads)] if threads else []
+    return common.run_json_worker(__file__, args, f"{name} on {data.name}", omp_passive)
 
 
 def metrics(distmat: np.ndarray, labels: dict[str, np.ndarray], num_q: int) -> str:
@@ -131,22 +129,9 @@ def metrics(distmat: np.ndarray, labels: dict[str, np.ndarray], num_q: int) -> s
 
 def main() -> None:
     """Generate the features, run each measurement in its own process, compare the outputs, print a table."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--queries", type=int, default=3368)
-    parser.add_argument("--gallery", type=int, default=15913)
-    parser.add_argument("--dim", type=int, default=2048)
-    parser.add_argument("--noise", type=float, default=3.2, help="per-dimension noise around the identity centres")
+    parser = common.feature_bench_parser(__doc__)
     parser.add_argument("--ref-n", type=int, default=4000, help="images (queries + gallery) of the subset run")
     parser.add_argument("--ref-full", action="store_true", help="also run the original at full size (~8.5 GiB)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument(
-        "--omp-passive",
-        action="store_true",
-        help="run the measurements with OMP_WAIT_POLICY=PASSIVE (idle OpenMP threads sleep instead of spinning: "
-        "much faster when other jobs share the cores)",
-    )
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
-    parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:

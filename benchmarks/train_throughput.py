@@ -12,10 +12,8 @@ Memory: a batch-32 fp32 SAG-R50-D4 step takes about 3 GiB of activations, so bat
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
-import platform
+import sys
 import time
 from pathlib import Path
 
@@ -29,11 +27,13 @@ from sag.engine.precision import autocast, autocast_dtype, make_scaler
 from sag.engine.recipe import RECIPES, build_optimizer
 from sag.models import build_model
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import RESULTS, load_average, machine, sync, update_results
+
 NUM_CLASSES = 751  # Market-1501's training ids
 MARKET_RECIPE_IMAGES = 12_936 * 200  # the paper's 200 epochs over Market-1501's training set
 TARGET_IMG_S = 4_000  # issue 5: bf16, batch 256, one H100
 TARGET_MINUTES = 15  # issue 5: the 200-epoch Market recipe on one H100
-RESULTS = Path(__file__).with_name("RESULTS.md")
 START, END = "<!-- train_throughput:start -->", "<!-- train_throughput:end -->"
 
 
@@ -72,7 +72,7 @@ def main() -> None:
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
     precisions = args.precisions.split(",")
 
-    print(_machine(device))
+    print(machine(device))
     flops = {name: per_image_flops(args.backbone, depths, args.input_size) for name, depths in variants}
     for name, value in flops.items():
         print(f"FLOPs per training image, {args.backbone} {name}: {value / 1e9:.2f} GFLOP (fwd + bwd)")
@@ -87,10 +87,10 @@ def main() -> None:
     section = markdown(rows, flops, args, device)
     print(section)
     if not args.no_write:
-        print(f"updated {update_results(section)}")
+        print(f"updated {update_results(section, START, END)}")
     if args.json:
         options = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-        record = {"machine": _machine(device), "flops_per_image": flops, "rows": rows, "args": options}
+        record = {"machine": machine(device), "flops_per_image": flops, "rows": rows, "args": options}
         args.json.write_text(json.dumps(record, indent=2) + "\n")
 
 
@@ -121,7 +121,7 @@ def measure(
 
     for _ in range(args.warmup):
         step()
-    _sync(device)
+    sync(device)
     start = time.perf_counter()
     steps = 0
     while steps < args.iters:
@@ -129,7 +129,7 @@ def measure(
         steps += 1
         if args.max_seconds is not None and time.perf_counter() - start > args.max_seconds:
             break  # a slow CPU cell: the steps so far are the measurement
-    _sync(device)
+    sync(device)
     return batch * steps / (time.perf_counter() - start)
 
 
@@ -149,43 +149,16 @@ def _tag(depths: tuple[int, ...]) -> str:
     return "D" + ",".join(map(str, depths)) if depths else "baseline"
 
 
-def _sync(device: torch.device) -> None:
-    """Wait for the GPU before reading the clock."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _machine(device: torch.device) -> str:
-    """Device, CPU model, threads, torch version and date."""
-    if device.type == "cuda":
-        where = torch.cuda.get_device_name(device)
-    else:
-        where = f"CPU {_cpu_model()}, {os.cpu_count()} cores, torch threads: {torch.get_num_threads()}"
-    today = datetime.date.today().isoformat()
-    return f"device: {where}; torch {torch.__version__}; python {platform.python_version()}; {today}"
-
-
-def _cpu_model() -> str:
-    """lscpu-style model name from /proc/cpuinfo (Linux), else platform.processor()."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def markdown(rows: list[dict], flops: dict[str, float], args: argparse.Namespace, device: torch.device) -> str:
     """The RESULTS.md section: machine, FLOPs, the table, and how the numbers compare with the GPU targets."""
     reference = {(r["batch"], r["precision"]): r["img_s"] for r in rows if r["model"].endswith("baseline")}
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
+    load = load_average()
     sag_name = f"SAG {_tag(args.depths)}"
     lines = [
         START,
         "## Training throughput (`benchmarks/train_throughput.py`)",
         "",
-        f"- {_machine(device)}",
+        f"- machine: {machine(device)}",
         f"- load average at the end: {load} (other jobs were running on the machine)",
         f"- model: {args.backbone} with SAG at {_tag(args.depths)}, input {args.input_size[0]}x{args.input_size[1]}, "
         f"{NUM_CLASSES} classes; one step = forward of both branches + cross-entropy + backward + SGD step "
@@ -237,20 +210,6 @@ def markdown(rows: list[dict], flops: dict[str, float], args: argparse.Namespace
         lines.append(f"\nNote: {args.note}")
     lines.append(END)
     return "\n".join(lines)
-
-
-def update_results(section: str, path: Path = RESULTS) -> Path:
-    """Replace this benchmark's section of RESULTS.md (or append it); atomic write."""
-    text = path.read_text() if path.exists() else "# Benchmark results\n\nMeasured numbers, one section per script.\n"
-    if START in text and END in text:
-        before, rest = text.split(START, 1)
-        text = before + section + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    tmp = path.with_name(f".{path.name}.train_throughput.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
 
 
 if __name__ == "__main__":

@@ -15,17 +15,13 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
 from sag import paper
-from sag.engine.config import DATASET_NAMES, PRECISIONS, TrainConfig, parse_size
+from sag.commands.options import add_training_options, given_options
+from sag.engine.config import TrainConfig
 
-SYNTHETIC_OPTIONS = {  # CLI flag (as in `sag train`) -> make_synthetic keyword
-    "synthetic_ids": "num_train_ids",
-    "synthetic_test_ids": "num_test_ids",
-    "synthetic_images_per_id": "images_per_id",
-    "synthetic_cameras": "num_cameras",
-}
+# ablate-only options: not training settings (mass_images is the analysis after training)
+_ABLATION_OPTIONS = ("rows", "seeds", "out", "mass_images")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,61 +33,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     study.add_argument("--out", required=True, metavar="DIR", help="ablation folder (resumed if it exists)")
     study.add_argument("--mass-images", type=int, default=200, help="test images for the attention-mass analysis "
                        "on synthetic data (default 200; 0 = skip)")  # fmt: skip
-
-    data = parser.add_argument_group("data")
-    data.add_argument("--dataset", default="synthetic", help=f"one of {', '.join(DATASET_NAMES)} (default synthetic)")
-    data.add_argument("--data-root", metavar="DIR", help="dataset folder (default for synthetic: data/synthetic)")
-    data.add_argument("--val-ids", type=int, help="training ids held out for validation (default 10%%; 0 = none)")
-    data.add_argument("--workers", type=int, default=0, help="data loader processes (default 0)")
-    data.add_argument("--resident", action="store_true", help="keep the training set on the device")
-    data.add_argument("--input-size", type=parse_size, default=(160, 64), metavar="HxW", help="default 160x64")
-    for flag, key in SYNTHETIC_OPTIONS.items():
-        data.add_argument(f"--{flag.replace('_', '-')}", type=int, metavar="N", help=f"synthetic dataset: {key}")
-
-    train = parser.add_argument_group("training (shared by every row)")
-    train.add_argument("--backbone", default="resnet50", help="resnet18/34/50/101/152 (default resnet50, the paper's)")
-    train.add_argument("--pretrained", action="store_true", help="start from ImageNet weights")
-    train.add_argument("--preset", default="paper", help="paper or released_code (default paper)")
-    train.add_argument("--epochs", type=int, help="default: the preset's (200 paper)")
-    train.add_argument("--batch-size", type=int, help="default: the preset's (32 paper)")
-    train.add_argument("--lr", type=float, help="backbone lr; new layers get 10x (default 0.01)")
-    train.add_argument("--eval-every", type=int, default=10, help="validate every N epochs (default 10)")
-    train.add_argument("--precision", default="fp32", help=f"one of {', '.join(PRECISIONS)} (default fp32)")
-    train.add_argument("--device", help="cpu, cuda, cuda:1... (default: cuda if available)")
-    train.add_argument("--channels-last", action="store_true", help="channels_last memory format")
-    train.add_argument("--compile", action="store_true", help="torch.compile the model")
-    train.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    add_training_options(parser, dataset_default="default synthetic")  # shared by every row
 
 
 def base_config(args: argparse.Namespace) -> TrainConfig:
-    """The TrainConfig every row shares (depths, seed and out are set per run)."""
-    options: dict[str, Any] = {
-        key: getattr(args, flag) for flag, key in SYNTHETIC_OPTIONS.items() if getattr(args, flag) is not None
-    }
-    if options and args.dataset != "synthetic":
-        raise ValueError("--synthetic-* options apply to --dataset synthetic only")
-    config = TrainConfig(
-        dataset=args.dataset,
-        data_root=args.data_root,
-        backbone=args.backbone,
-        depths=(),  # set per row; each row's input size check runs in run()
-        preset=args.preset,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        precision=args.precision,
-        device=args.device,
-        workers=args.workers,
-        eval_every=args.eval_every,
-        pretrained=args.pretrained,
-        val_ids=args.val_ids,
-        resident=args.resident,
-        channels_last=args.channels_last,
-        compile=args.compile,
-        input_size=tuple(args.input_size),
-        dataset_options=options,
-        progress=args.progress,
-    ).resolved()
+    """The TrainConfig every row shares (depths, seed and out are set per run); unset options: TrainConfig's."""
+    given = {k: v for k, v in given_options(args).items() if k not in _ABLATION_OPTIONS}
+    config = TrainConfig.from_dict({**given, "depths": ()}).resolved()  # each row's input size check runs in run()
     config.validate()
     return config
 

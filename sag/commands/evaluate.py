@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from sag.data import load_dataset
     from sag.engine.checkpoint import load_checkpoint
     from sag.engine.distributed import resolve_device
-    from sag.engine.scoring import score
+    from sag.evaluation import evaluate
 
     device = resolve_device(args.device)
     model, cfg = load_checkpoint(args.checkpoint, device=device)
@@ -48,11 +48,11 @@ def run(args: argparse.Namespace) -> int:
     if args.multi_query and dataset.multi_query is None:
         raise ValueError(f"--multi-query needs Market-1501's gt_bbox images; {name} at {root} has none")
     start = time.perf_counter()
-    metrics = score(
+    metrics = evaluate(
         model,
         dataset,
-        cfg.preset,
-        cfg.input_size,
+        preset=cfg.preset,
+        size=cfg.input_size,
         device=device,
         batch_size=args.batch_size,
         flip=args.flip,

@@ -40,8 +40,8 @@ from sag.engine.runlog import (
     truncate_metrics,
     write_json_atomic,
 )
-from sag.engine.scoring import score
 from sag.engine.split import carve_validation, default_val_ids
+from sag.evaluation import evaluate
 
 EpochCallback = Callable[[dict[str, Any]], None]
 
@@ -419,7 +419,9 @@ class _Run:
     def _score(self, dataset: Any) -> dict[str, Any]:
         """Evaluate the bare model (eval transforms of the preset, at the training input size)."""
         cfg = self.cfg
-        return score(self.model, dataset, cfg.preset, cfg.input_size, device=self.device, workers=cfg.workers)
+        return evaluate(
+            self.model, dataset, preset=cfg.preset, size=cfg.input_size, device=self.device, workers=cfg.workers
+        )
 
     def _state(self, epoch: int) -> dict[str, Any]:
         """Everything --resume needs (only tensors and plain containers, for weights_only loading)."""

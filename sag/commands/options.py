@@ -1,0 +1,83 @@
+"""Command-line options that ``train`` and ``ablate`` share: data, model, recipe and run settings of a TrainConfig.
+
+Every shared option defaults to None, meaning "not given": the command then uses the resumed run's value or
+TrainConfig's default, so the defaults live in one place (``sag.engine.config``).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import Any
+
+from sag.engine.config import DATASET_NAMES, PRECISIONS, parse_size
+from sag.engine.recipe import RECIPES
+
+SYNTHETIC_OPTIONS = {  # CLI flag -> make_synthetic keyword
+    "synthetic_ids": "num_train_ids",
+    "synthetic_test_ids": "num_test_ids",
+    "synthetic_images_per_id": "images_per_id",
+    "synthetic_cameras": "num_cameras",
+    "synthetic_size": "size",
+}
+
+
+def parsed_by(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """``parse`` for argparse: its ValueError message becomes argparse's (instead of "invalid value")."""
+
+    def wrapped(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    wrapped.__name__ = parse.__name__
+    return wrapped
+
+
+def add_training_options(parser: argparse.ArgumentParser, dataset_default: str) -> dict[str, Any]:
+    """Add the data, model, recipe and run groups; returns them by name so a command can add its own options."""
+    data = parser.add_argument_group("data")
+    data.add_argument("--dataset", metavar="NAME", help=f"one of {', '.join(DATASET_NAMES)} ({dataset_default})")
+    data.add_argument("--data-root", metavar="DIR", help="dataset folder (default for synthetic: data/synthetic)")
+    data.add_argument("--val-ids", type=int, metavar="N", help="ids held out to validate (default 10%%, 2-100; 0 none)")
+    data.add_argument("--workers", type=int, metavar="N", help="data loader processes (default 0)")
+    data.add_argument("--resident", action="store_true", default=None, help="keep the training set on the device")
+    data.add_argument("--input-size", type=parsed_by(parse_size), metavar="HxW", help="input HxW (default 160x64)")
+    for flag, key in SYNTHETIC_OPTIONS.items():
+        kind = {"type": parsed_by(parse_size), "metavar": "HxW"} if key == "size" else {"type": int, "metavar": "N"}
+        data.add_argument(f"--{flag.replace('_', '-')}", help=f"synthetic dataset: {key}", **kind)
+
+    model = parser.add_argument_group("model")
+    model.add_argument("--backbone", metavar="NAME", help="resnet18/34/50/101/152 (default resnet50, the paper's)")
+    model.add_argument("--pretrained", action="store_true", default=None, help="start from ImageNet weights")
+
+    recipe = parser.add_argument_group("recipe")
+    recipe.add_argument("--preset", metavar="NAME", help=f"one of {', '.join(RECIPES)} (default paper)")
+    recipe.add_argument("--epochs", type=int, metavar="N", help="default: the preset's (200 paper, 201 released_code)")
+    recipe.add_argument("--batch-size", type=int, metavar="N", help="per process (default 32 paper, 64 released)")
+    recipe.add_argument("--lr", type=float, help="backbone lr; new layers get 10x (default 0.01)")
+
+    run = parser.add_argument_group("run")
+    run.add_argument("--eval-every", type=int, metavar="N", help="validate every N epochs (default 10; 0: at the end)")
+    run.add_argument("--precision", metavar="P", help=f"one of {', '.join(PRECISIONS)} (default fp32)")
+    run.add_argument("--device", help="cpu, cuda, cuda:1... (default: cuda if available)")
+    run.add_argument("--channels-last", action="store_true", default=None, help="channels_last memory format")
+    run.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
+    run.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="no progress bars")
+    return {"data": data, "model": model, "recipe": recipe, "run": run}
+
+
+def given_options(args: argparse.Namespace, dataset: str = "synthetic") -> dict[str, Any]:
+    """The options set on the command line (not None), with the --synthetic-* ones gathered in dataset_options.
+
+    ``dataset`` is the dataset assumed when --dataset is not given; --synthetic-* with another dataset is an error.
+    """
+    given = {name: value for name, value in vars(args).items() if value is not None and not name.startswith("_")}
+    given.pop("command", None)
+    synthetic = {SYNTHETIC_OPTIONS[k]: given.pop(k) for k in list(given) if k in SYNTHETIC_OPTIONS}
+    if synthetic:
+        if given.get("dataset", dataset) != "synthetic":
+            raise ValueError("--synthetic-* options apply to --dataset synthetic only")
+        given["dataset_options"] = synthetic
+    return given

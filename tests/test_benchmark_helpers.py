@@ -1,0 +1,59 @@
+"""benchmarks/_common.py: the RESULTS.md section update and the machine line the four benchmark scripts share."""
+
+from __future__ import annotations
+
+import datetime
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def common():
+    spec = importlib.util.spec_from_file_location("bench_common", BENCHMARKS / "_common.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_update_results_creates_replaces_and_appends(common, tmp_path):
+    path = tmp_path / "RESULTS.md"
+    common.update_results("<!-- a:start -->\nfirst\n<!-- a:end -->", "<!-- a:start -->", "<!-- a:end -->", path)
+    assert path.read_text().startswith("# Benchmark results")
+    assert "first" in path.read_text()
+    common.update_results("<!-- b:start -->\nother\n<!-- b:end -->", "<!-- b:start -->", "<!-- b:end -->", path)
+    common.update_results("<!-- a:start -->\nsecond\n<!-- a:end -->", "<!-- a:start -->", "<!-- a:end -->", path)
+    text = path.read_text()
+    assert "first" not in text and text.count("second") == 1 and "other" in text
+    assert text.index("second") < text.index("other")  # replaced in place, not appended
+    assert list(tmp_path.iterdir()) == [path]  # no temp file left behind
+
+
+def test_machine_line_names_cpu_torch_and_gpu(common):
+    line = common.machine("cpu")
+    assert "cores" in line and f"torch {torch.__version__}" in line
+    assert line.endswith(datetime.date.today().isoformat())
+    assert "GPU: none" in line
+
+
+def test_json_worker_error_names_the_worker(common, tmp_path):
+    script = tmp_path / "fail.py"
+    script.write_text("import sys\nsys.exit('boom')\n")
+    with pytest.raises(RuntimeError, match=r"(?s)ranking failed:.*boom"):
+        common.run_json_worker(str(script), [], "ranking")
+    script.write_text('print("noise")\nprint(\'{"seconds": 1.5}\')\n')
+    assert common.run_json_worker(str(script), [], "ranking") == {"seconds": 1.5}
+
+
+def test_peak_memory_helpers_see_an_allocation(common):
+    if not Path("/proc/self/status").exists():
+        pytest.skip("needs Linux /proc")
+    common.reset_peak()
+    before = common.rss_mib()
+    block = bytearray(64 * 2**20)
+    block[::4096] = b"x" * len(block[::4096])
+    assert common.peak_mib() - before > 50
