@@ -82,6 +82,31 @@ def test_synthetic_size_options():
         _config("--dataset market1501 --data-root d --synthetic-ids 8")
 
 
+def test_cuhk03_options_choose_subset_protocol_and_split():
+    from sag.commands import ablate
+    from sag.commands.options import CUHK03_OPTIONS
+    from sag.data import cuhk03
+
+    cfg = _config("--dataset cuhk03 --data-root d --cuhk03-subset labeled --cuhk03-protocol classic --cuhk03-split 7")
+    assert cfg.dataset_options == {"subset": "labeled", "protocol": "classic", "split": 7}
+    assert set(CUHK03_OPTIONS.values()) == {"subset", "protocol", "split"}
+    args = build_parser().parse_args(["ablate", "--out", "o", "--dataset", "cuhk03", "--data-root", "d",
+                                      "--cuhk03-protocol", "new"])  # fmt: skip
+    assert ablate.base_config(args).dataset_options == {"protocol": "new"}
+    for flag, valid in (("--cuhk03-subset", cuhk03.SUBSETS), ("--cuhk03-protocol", cuhk03.PROTOCOLS)):
+        action = next(a for a in build_parser()._subparsers._group_actions[0].choices["train"]._actions
+                      if flag in a.option_strings)  # fmt: skip
+        assert tuple(action.choices) == valid  # the CLI offers exactly what load_cuhk03 accepts
+    with pytest.raises(ValueError, match="--cuhk03-\\* options apply to --dataset cuhk03 only"):
+        _config("--dataset market1501 --data-root d --cuhk03-split 3")
+
+
+def test_cuhk03_bad_choice_is_an_argparse_error(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--dataset", "cuhk03", "--cuhk03-protocol", "newest"])
+    assert "invalid choice: 'newest'" in capsys.readouterr().err
+
+
 def test_resume_takes_the_saved_config(tmp_path):
     saved = TrainConfig(dataset="dukemtmc", data_root="/duke", depths=(2,), epochs=50, out=str(tmp_path))
     (tmp_path / "config.json").write_text(json.dumps(saved.to_dict() | {"recipe": {}}))

@@ -20,6 +20,11 @@ SYNTHETIC_OPTIONS = {  # CLI flag -> make_synthetic keyword
     "synthetic_cameras": "num_cameras",
     "synthetic_size": "size",
 }
+CUHK03_OPTIONS = {  # CLI flag -> load_cuhk03 keyword
+    "cuhk03_subset": "subset",
+    "cuhk03_protocol": "protocol",
+    "cuhk03_split": "split",
+}
 
 
 def parsed_by(parse: Callable[[str], Any]) -> Callable[[str], Any]:
@@ -47,6 +52,9 @@ def add_training_options(parser: argparse.ArgumentParser, dataset_default: str) 
     for flag, key in SYNTHETIC_OPTIONS.items():
         kind = {"type": parsed_by(parse_size), "metavar": "HxW"} if key == "size" else {"type": int, "metavar": "N"}
         data.add_argument(f"--{flag.replace('_', '-')}", help=f"synthetic dataset: {key}", **kind)
+    data.add_argument("--cuhk03-subset", choices=("detected", "labeled"), help="CUHK03 boxes (default detected)")
+    data.add_argument("--cuhk03-protocol", choices=("classic", "new"), help="CUHK03 protocol (default classic)")
+    data.add_argument("--cuhk03-split", type=int, metavar="K", help="CUHK03 classic split 0..19 (default 0)")
 
     model = parser.add_argument_group("model")
     model.add_argument("--backbone", metavar="NAME", help="resnet18/34/50/101/152 (default resnet50, the paper's)")
@@ -69,15 +77,17 @@ def add_training_options(parser: argparse.ArgumentParser, dataset_default: str) 
 
 
 def given_options(args: argparse.Namespace, dataset: str = "synthetic") -> dict[str, Any]:
-    """The options set on the command line (not None), with the --synthetic-* ones gathered in dataset_options.
+    """The options set on the command line (not None), the --synthetic-* / --cuhk03-* ones gathered in dataset_options.
 
-    ``dataset`` is the dataset assumed when --dataset is not given; --synthetic-* with another dataset is an error.
+    ``dataset`` is the dataset assumed when --dataset is not given; dataset options of another dataset are an error.
     """
     given = {name: value for name, value in vars(args).items() if value is not None and not name.startswith("_")}
     given.pop("command", None)
-    synthetic = {SYNTHETIC_OPTIONS[k]: given.pop(k) for k in list(given) if k in SYNTHETIC_OPTIONS}
-    if synthetic:
-        if given.get("dataset", dataset) != "synthetic":
-            raise ValueError("--synthetic-* options apply to --dataset synthetic only")
-        given["dataset_options"] = synthetic
+    for name, flags in (("synthetic", SYNTHETIC_OPTIONS), ("cuhk03", CUHK03_OPTIONS)):
+        options = {flags[k]: given.pop(k) for k in list(given) if k in flags}
+        if not options:
+            continue
+        if given.get("dataset", dataset) != name:
+            raise ValueError(f"--{name}-* options apply to --dataset {name} only")
+        given["dataset_options"] = options
     return given
