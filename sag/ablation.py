@@ -144,7 +144,8 @@ def collect_results(out: str | os.PathLike) -> list[dict[str, Any]]:
 
 def summarize(results: Sequence[Mapping[str, Any]], metrics: Sequence[str] = METRICS) -> list[dict[str, Any]]:
     """Per row: seeds, and ``<metric>_mean``, ``<metric>_std`` (sample std, 0 for one seed) and, when a baseline
-    shares seeds, ``<metric>_gain`` / ``<metric>_gain_std``: the mean and std over seeds of row minus baseline."""
+    shares seeds, ``<metric>_gain`` / ``<metric>_gain_std``: the mean and std over seeds of row minus baseline, and
+    ``<metric>_gain_p``: the two-sided paired t-test p-value of that gain (NaN below 2 pairs or with no spread)."""
     by_row: dict[str, dict[int, Mapping[str, Any]]] = {}
     for r in results:
         by_row.setdefault(r["row"], {})[int(r["seed"])] = r
@@ -160,6 +161,7 @@ def summarize(results: Sequence[Mapping[str, Any]], metrics: Sequence[str] = MET
             paired = [float(seeds[s][m]) - float(base[s][m]) for s in sorted(seeds) if s in base]
             if paired and row != "baseline":
                 entry[f"{m}_gain"], entry[f"{m}_gain_std"] = _mean_std(np.array(paired))
+                entry[f"{m}_gain_p"] = _paired_p(np.array(paired))
         out.append(entry)
     return out
 
@@ -187,10 +189,16 @@ def table_markdown(
         cells += [f"{s[f'{m}_mean']:.2f} ± {s[f'{m}_std']:.2f}" for m in metrics]
         for m in ("rank1", "mAP"):
             gain = s.get(f"{m}_gain")
-            cells.append("-" if gain is None else f"{gain:+.2f} ± {s[f'{m}_gain_std']:.2f}")
+            p = s.get(f"{m}_gain_p", math.nan)
+            p_text = "" if math.isnan(p) else f" (p {p:.2f})" if p >= 0.01 else f" (p {p:.0e})"
+            cells.append("-" if gain is None else f"{gain:+.2f} ± {s[f'{m}_gain_std']:.2f}{p_text}")
         lines.append("| " + " | ".join(cells) + " |")
     if paper_dataset:
-        lines += ["", f"Paper: Table 1, {paper_dataset}, ResNet50 (percent). Ours: mean ± sample std over seeds."]
+        lines += [
+            "",
+            f"Paper: Table 1, {paper_dataset}, ResNet50 (percent). Ours: mean ± sample std over seeds; Δ: row minus "
+            "the baseline of the same seed, with the two-sided paired t-test p-value over seeds.",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -339,6 +347,15 @@ def _check_manifest(out: Path, base: TrainConfig, rows: Sequence[str], seeds: Se
         rows = list(dict.fromkeys([*previous.get("rows", []), *rows]))
         seeds = sorted(set(previous.get("seeds", [])) | set(seeds))
     _write_text(path, json.dumps({"config": shared, "rows": list(rows), "seeds": list(seeds)}, indent=2) + "\n")
+
+
+def _paired_p(differences: np.ndarray) -> float:
+    """Two-sided p-value of a one-sample t-test of the paired differences against 0 (= scipy's ttest_rel)."""
+    from scipy import stats
+
+    if len(differences) < 2 or float(np.std(differences)) <= 1e-9 * max(1.0, float(np.abs(differences).max())):
+        return math.nan
+    return float(stats.ttest_1samp(differences, 0.0).pvalue)
 
 
 def _mean_std(values: np.ndarray) -> tuple[float, float]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 
 import pytest
 import torch
@@ -75,7 +76,24 @@ def test_summary_pairs_seeds_and_table_puts_paper_beside_ours():
     d4_line = next(line for line in table.splitlines() if line.startswith("| D4 |"))
     cells = [c.strip() for c in d4_line.strip("|").split("|")]
     assert cells[:6] == ["D4", "2", "90.17", "96.38", "97.48", "73.87"]  # the paper's Table 1 row
-    assert cells[6] == "72.00 ± 2.83" and cells[-2] == "+11.00 ± 1.41"
+    assert cells[6] == "72.00 ± 2.83" and cells[-2] == "+11.00 ± 1.41 (p 0.06)"
+    # paired t-test by hand: gains 10 and 12 -> t = 11 / (sqrt(2) / sqrt(2)) = 11 on 1 degree of freedom, and the
+    # t distribution with 1 dof is Cauchy: two-sided p = 1 - 2 atan(t) / pi
+    assert d4["rank1_gain_p"] == pytest.approx(1 - 2 * math.atan(11.0) / math.pi)
+
+
+def test_paired_p_value_edge_cases():
+    row = [{"row": "D4", "seed": s, "rank1": 50.0 + s, "mAP": 40.0} for s in range(3)]
+    base = [{"row": "baseline", "seed": s, "rank1": 50.0, "mAP": 40.0 + s} for s in range(3)]
+    _, d4 = ablation.summarize(base + row, ("rank1", "mAP"))
+    assert d4["rank1_gain"] == pytest.approx(1.0) and d4["rank1_gain_std"] == pytest.approx(1.0)
+    # t = 1 / (1 / sqrt(3)) = sqrt(3) on 2 dof: two-sided p = 1 - t / sqrt(2 + t^2) = 1 - sqrt(3/5)
+    assert d4["rank1_gain_p"] == pytest.approx(1 - math.sqrt(3 / 5))
+    _, one = ablation.summarize(base[:1] + row[:1], ("rank1",))
+    assert math.isnan(one["rank1_gain_p"])  # one pair: no spread to test against
+    same = [{**r, "rank1": r["rank1"] + 5.0 + 1e-13 * r["seed"]} for r in base]  # float noise is no spread
+    _, constant = ablation.summarize(base + [{**r, "row": "D4"} for r in same], ("rank1",))
+    assert constant["rank1_gain"] == pytest.approx(5.0) and math.isnan(constant["rank1_gain_p"])
 
 
 def test_ablate_writes_results_table_figure_and_mass(study):

@@ -86,7 +86,7 @@ def _provenance(results: list[dict], args: argparse.Namespace) -> None:
         fmt = "%Y-%m-%dT%H:%M:%SZ"
         wall = (datetime.strptime(end, fmt) - datetime.strptime(start, fmt)).total_seconds()
     commit = args.commit or subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True).stdout.strip() != ""
+    changed = subprocess.run(["git", "diff", "--name-only", commit, "--", "sag"], capture_output=True, text=True)
     cpu = "unknown"
     for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
         if line.startswith("model name"):
@@ -96,8 +96,8 @@ def _provenance(results: list[dict], args: argparse.Namespace) -> None:
         "command": "sh results/table1_synthetic/reproduce.sh && python results/table1_synthetic/collect.py",
         "commands": [line for line in (HERE / "reproduce.sh").read_text().splitlines() if line.startswith("python")],
         "git_commit": commit,
-        "git_worktree_dirty": dirty,
-        "device": f"cpu: {cpu}, {len(os.sched_getaffinity(0))} cores shared with other jobs, 1 thread",
+        "sag_files_changed_since_commit": changed.stdout.split(),  # when collected: refactors after the runs
+        "device": f"cpu: {cpu}, {len(os.sched_getaffinity(0))} cores; two ablate processes, one torch thread each",
         "started_utc": start,
         "finished_utc": end,
         "wall_seconds": wall,
