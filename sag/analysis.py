@@ -71,6 +71,24 @@ def model_maps(model: torch.nn.Module, images: torch.Tensor) -> dict[str, torch.
     return maps
 
 
+def grid_spread(grids: torch.Tensor) -> dict[str, float]:
+    """Is a depth's grid attention or a fixed mask? grids (N, h, w), each summing to 1 -> three numbers.
+
+    ``peak``: the mean over images of the largest cell weight, in units of the uniform weight 1 / (h w) (1 = flat,
+    h w = all mass on one cell). ``image_spread``: the mean over cells of the standard deviation over images of the
+    cell's weight, in the same units (0 = every image gets the same grid: a learned constant mask, not attention
+    that depends on the image). ``cells``: h w.
+    """
+    flat = grids.detach().float().flatten(1)  # (N, h*w)
+    cells = flat.shape[1]
+    spread = flat.std(dim=0, unbiased=False).mean() if flat.shape[0] > 1 else flat.new_zeros(())
+    return {
+        "cells": float(cells),
+        "peak": float(flat.max(dim=1).values.mean() * cells),
+        "image_spread": float(spread * cells),
+    }
+
+
 def attention_mass_rows(
     maps: dict[str, torch.Tensor], masks: Sequence[np.ndarray], names: Sequence[str] | None = None
 ) -> list[dict[str, Any]]:

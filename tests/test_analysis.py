@@ -92,3 +92,18 @@ def test_measure_model_covers_every_depth_and_the_activation_map():
     assert len(rows) == 9
     for r in rows:
         assert r["background"] + r["person"] + r["identity"] == pytest.approx(1.0)
+
+
+def test_grid_spread_tells_a_fixed_mask_from_attention():
+    fixed = torch.tensor([[0.9], [0.1]]).expand(5, 2, 1)  # (N, h, w): the same 2x1 grid for all 5 images
+    stats = analysis.grid_spread(fixed)
+    assert stats["cells"] == 2 and stats["peak"] == pytest.approx(1.8)  # 0.9 in units of the uniform 0.5
+    assert stats["image_spread"] == pytest.approx(0.0, abs=1e-7)
+    flat = torch.full((3, 4, 2), 1 / 8)
+    assert analysis.grid_spread(flat)["peak"] == pytest.approx(1.0)
+    one_hot = torch.zeros(4, 2, 2)
+    one_hot.view(4, 4)[torch.arange(4), torch.arange(4)] = 1.0  # image i puts all its mass on cell i
+    stats = analysis.grid_spread(one_hot)
+    assert stats["peak"] == pytest.approx(4.0)
+    # each cell is 1 for one image of four and 0 for the rest: population std sqrt(3) / 4, times 4 cells
+    assert stats["image_spread"] == pytest.approx(3**0.5)

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from sag.ablation import collect_results
+from sag.analysis import grid_spread, model_maps
 from sag.data import load_dataset, make_eval_loader
 from sag.engine import load_checkpoint
 from sag.plots import plot_attention_grids, plot_cmc, save_figure
@@ -39,6 +40,7 @@ def main() -> None:
     results = collect_results(RUNS)
     _cmc_figure(results)
     _grids_figure()
+    _grid_spread(results)
     _provenance(results, args)
 
 
@@ -73,6 +75,43 @@ def _grids_figure(seed: int = 0, num: int = 4) -> None:
     titles = [f"id {r.pid} c{r.camid + 1}" for r in picks]
     fig = plot_attention_grids([r.path for r in picks], grids, normalization=None, titles=titles)
     save_figure(fig, HERE / "attention_grids.png", dpi=80)
+
+
+def _grid_spread(results: list[dict], num_images: int = 200) -> None:
+    """grid_spread.csv / .md: per run and SAG depth, the grid's peak and its spread over images (fixed mask or not)."""
+    lines, per_key = ["row,seed,depth,cells,peak,image_spread"], {}
+    images = None
+    for r in results:
+        model, config = load_checkpoint(RUNS / r["run_dir"] / "best.pt", device="cpu")
+        if not config.depths:
+            continue
+        if images is None:
+            dataset = load_dataset("synthetic", config.data_root, **config.dataset_options)
+            loader = make_eval_loader(dataset.query[:num_images], preset=config.preset, batch_size=100,
+                                      size=tuple(config.input_size))  # fmt: skip
+            images = torch.cat([batch[0] for batch in loader])
+        for name, grids in model_maps(model, images).items():
+            if name == "activation":
+                continue
+            stats = grid_spread(grids)
+            lines.append(f"{r['row']},{r['seed']},{name},{stats['cells']:.0f},{stats['peak']:.4f},"
+                         f"{stats['image_spread']:.4f}")  # fmt: skip
+            per_key.setdefault((r["row"], name, int(stats["cells"])), []).append(stats)
+    (HERE / "grid_spread.csv").write_text("\n".join(lines) + "\n")
+    table = [
+        f"Grids of every SAG depth on {num_images} synthetic query images (mean ± std over seeds). peak: the largest "
+        "cell's weight in units of the uniform weight (1 = flat); image spread: the std over images of a cell's "
+        "weight, averaged over cells, in the same units (0 = the same grid for every image: a fixed mask).",
+        "",
+        "| row | grid | cells | seeds | peak (x uniform) | image spread (x uniform) |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for (row, name, cells), stats in per_key.items():
+        peak = np.array([s["peak"] for s in stats])
+        spread = np.array([s["image_spread"] for s in stats])
+        table.append(f"| {row} | {name} | {cells} | {len(stats)} | {peak.mean():.2f} ± {peak.std(ddof=1):.2f} | "
+                     f"{spread.mean():.3f} ± {spread.std(ddof=1):.3f} |")  # fmt: skip
+    (HERE / "grid_spread.md").write_text("\n".join(table) + "\n")
 
 
 def _provenance(results: list[dict], args: argparse.Namespace) -> None:
