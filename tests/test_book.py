@@ -187,7 +187,11 @@ def _fake_app(tmp_path: Path) -> types.SimpleNamespace:
 
 def test_a_package_change_clears_the_cache_and_reexecutes_everything(tmp_path, monkeypatch):
     package = _package(tmp_path)
+    results = tmp_path / "results"
+    (results / "study").mkdir(parents=True)
+    (results / "study" / "results.csv").write_text("row,mAP\nD4,10\n")
     monkeypatch.setattr(sag_cache, "package_dir", lambda: package)
+    monkeypatch.setattr(sag_cache, "RESULTS_DIR", results)
     app = _fake_app(tmp_path)
     cache = Path(app.env.mystnb_config.execution_cache_path)
 
@@ -195,7 +199,7 @@ def test_a_package_change_clears_the_cache_and_reexecutes_everything(tmp_path, m
     (cache / "executed").mkdir(parents=True)
     (cache / "executed" / "nb.ipynb").write_text("{}")  # outputs stored by that build
     sag_cache._on_build_finished(app, None)
-    assert (cache / sag_cache.STAMP).read_text().strip() == sag_cache.package_digest(package)
+    assert (cache / sag_cache.STAMP).read_text().strip() == sag_cache.inputs_digest(package, results)
 
     app = _fake_app(tmp_path)  # second build, package unchanged: the cache stays
     sag_cache._on_builder_inited(app)
@@ -212,7 +216,15 @@ def test_a_package_change_clears_the_cache_and_reexecutes_everything(tmp_path, m
     sag_cache._on_build_finished(app, RuntimeError("a chapter failed"))
     assert not (cache / sag_cache.STAMP).exists()  # a failed build leaves the next one to re-execute
     sag_cache._on_build_finished(app, None)
-    assert not sag_cache.is_stale(cache, sag_cache.package_digest(package))
+    assert not sag_cache.is_stale(cache, sag_cache.inputs_digest(package, results))
+
+    (cache / "executed").mkdir(parents=True)
+    (results / "study" / "results.csv").write_text("row,mAP\nD4,11\n")  # a re-run study: chapters read it
+    app = _fake_app(tmp_path)
+    sag_cache._on_builder_inited(app)
+    assert not (cache / "executed").exists()
+    (results / "study" / "ablation.png").write_bytes(b"png")  # figures are not read as data: no effect
+    assert sag_cache.inputs_digest(package, results) == app.sag_cache_digest
 
 
 def test_the_extension_is_wired_into_the_book():

@@ -1,9 +1,10 @@
-"""Sphinx extension: a change in the ``sag`` package clears the book's execution cache (no stale outputs).
+"""Sphinx extension: a change in ``sag`` or in ``results/`` clears the book's execution cache (no stale outputs).
 
 jupyter-cache keys a chapter's stored outputs on the chapter's cells only, so editing ``sag/`` alone would
 leave every chapter showing outputs of the old code. This extension hashes ``sag/**/*.py`` at the start of
 each build; when the hash differs from the one stamped after the last successful build, it deletes the
-execution cache and marks every document outdated, so every chapter is executed again. The stamp is only
+execution cache and marks every document outdated, so every chapter is executed again. The committed study
+results the chapters read (``results/**/*.csv|md|json``) are part of the digest for the same reason. The stamp is only
 written when a build finishes without an exception, so a failed build re-executes next time too.
 
 Loaded through ``sphinx: local_extensions: {sag_cache: book/_ext}`` in the root ``_config.yml``.
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 STAMP = "sag_package.sha256"  # file inside the cache folder holding the digest of the last successful build
+RESULTS_DIR = Path(__file__).resolve().parents[2] / "results"  # committed study results the chapters read
 
 
 def package_dir() -> Path:
@@ -28,15 +30,23 @@ def package_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "sag"
 
 
-def package_digest(folder: Path) -> str:
-    """SHA-256 over the relative paths and contents of every ``*.py`` below ``folder``."""
+def package_digest(folder: Path, patterns: tuple[str, ...] = ("*.py",)) -> str:
+    """SHA-256 over the relative paths and contents of every file matching ``patterns`` below ``folder``."""
     if not folder.is_dir():
         raise FileNotFoundError(f"package folder {folder} not found; install sag with `pip install -e .`")
     digest = hashlib.sha256()
-    for path in sorted(folder.rglob("*.py")):
+    for path in sorted({p for pattern in patterns for p in folder.rglob(pattern)}):
         digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
         digest.update(path.read_bytes() + b"\0")
     return digest.hexdigest()
+
+
+def inputs_digest(package: Path, results: Path) -> str:
+    """The digest the cached outputs depend on: the package's code and, when present, the committed results."""
+    parts = package_digest(package)
+    if results.is_dir():
+        parts += package_digest(results, ("*.csv", "*.md", "*.json"))
+    return hashlib.sha256(parts.encode()).hexdigest()
 
 
 def is_stale(cache_dir: Path, digest: str) -> bool:
@@ -72,12 +82,12 @@ def _on_builder_inited(app: Any) -> None:
     """Clear the cache when the package changed since the last successful build."""
     from sphinx.util import logging
 
-    digest = package_digest(package_dir())
+    digest = inputs_digest(package_dir(), RESULTS_DIR)
     cache_dir = _cache_dir(app)
     app.sag_cache_digest = digest
     app.sag_cache_stale = is_stale(cache_dir, digest)
     if app.sag_cache_stale and clear_cache(cache_dir):
-        logging.getLogger(__name__).info(f"sag_cache: the sag package changed, cleared {cache_dir}")
+        logging.getLogger(__name__).info(f"sag_cache: sag or results/ changed, cleared {cache_dir}")
 
 
 def _on_env_get_outdated(app: Any, env: Any, added: set[str], changed: set[str], removed: set[str]) -> list[str]:

@@ -1,6 +1,6 @@
 """Copy the study's small outputs from runs/table1_synthetic into results/table1_synthetic, add figures, provenance.
 
-Run from the repository root after reproduce.sh:  python results/table1_synthetic/collect.py --log study.log
+Run from the repository root after reproduce.sh:  python results/table1_synthetic/collect.py --log study_times.log
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ FILES = ("results.csv", "table.md", "ablation.png", "attention_mass.csv", "atten
 def main() -> None:
     """Copy, draw, write provenance.json."""
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--log", help="the study's log (first and last lines: UTC start and end)")
+    parser.add_argument("--log", help="the study's times: UTC start and end of each phase, in pairs")
     parser.add_argument("--commit", help="git commit the study ran on (default: HEAD now)")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -116,14 +116,15 @@ def _grid_spread(results: list[dict], num_images: int = 200) -> None:
 
 def _provenance(results: list[dict], args: argparse.Namespace) -> None:
     """provenance.json: command, commit, device, date, wall time, versions."""
-    start = end = None
+    phases = []  # (start, end) UTC of each stretch of work on the machine
     if args.log:
-        lines = [line.strip() for line in Path(args.log).read_text().splitlines() if line.strip()]
-        start, end = lines[0], lines[-1]
-    wall = None
-    if start and end:
-        fmt = "%Y-%m-%dT%H:%M:%SZ"
-        wall = (datetime.strptime(end, fmt) - datetime.strptime(start, fmt)).total_seconds()
+        stamps = Path(args.log).read_text().split()
+        if len(stamps) % 2:
+            raise ValueError(f"{args.log}: expected UTC start/end pairs, got {len(stamps)} timestamps")
+        phases = list(zip(stamps[::2], stamps[1::2], strict=True))
+    fmt = "%Y-%m-%dT%H:%M:%SZ"
+    wall = sum((datetime.strptime(b, fmt) - datetime.strptime(a, fmt)).total_seconds() for a, b in phases) or None
+    start, end = (phases[0][0], phases[-1][1]) if phases else (None, None)
     commit = args.commit or subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     changed = subprocess.run(["git", "diff", "--name-only", commit, "--", "sag"], capture_output=True, text=True)
     cpu = "unknown"
@@ -139,7 +140,8 @@ def _provenance(results: list[dict], args: argparse.Namespace) -> None:
         "device": f"cpu: {cpu}, {len(os.sched_getaffinity(0))} cores; two ablate processes, one torch thread each",
         "started_utc": start,
         "finished_utc": end,
-        "wall_seconds": wall,
+        "phases_utc": phases,
+        "wall_seconds": wall,  # summed over the phases
         "train_wall_seconds_sum": round(sum(float(r["wall_seconds"]) for r in results), 1),
         "runs": len(results),
         "torch": torch.__version__,
