@@ -7,7 +7,6 @@ import json
 import math
 
 import pytest
-import torch
 
 import sag.engine
 from sag import ablation
@@ -39,13 +38,7 @@ def study(tmp_path_factory):
     return base / "data", base / "out", calls
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny convolutions run far faster on one thread than on two when the cores are shared; restored after."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: one thread is fastest
 
 
 def test_parse_rows_groups_lists_and_spellings():
