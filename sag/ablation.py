@@ -8,7 +8,6 @@ import io
 import json
 import math
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from sag import paper
+from sag.atomic import write_text_atomic
 
 if TYPE_CHECKING:
     from sag.engine import TrainConfig
@@ -209,7 +209,7 @@ def write_results_csv(results: Sequence[Mapping[str, Any]], path: str | os.PathL
     writer.writeheader()
     for r in results:
         writer.writerow({k: f"{v:.4f}" if isinstance(v, float) else v for k, v in r.items()})
-    return _write_text(path, buffer.getvalue())
+    return write_text_atomic(path, buffer.getvalue())
 
 
 def read_results_csv(path: str | os.PathLike) -> list[dict[str, Any]]:
@@ -237,7 +237,7 @@ def write_outputs(out: str | os.PathLike, dataset: str | None = None, figure: bo
     title = f"Table 1 rows on {dataset or 'the data'}"
     if dataset != paper_dataset:
         title += f" vs paper {paper_dataset}"
-    _write_text(out / "table.md", table_markdown(results, paper_dataset, title=title))
+    write_text_atomic(out / "table.md", table_markdown(results, paper_dataset, title=title))
     if figure:
         from sag.plots.ablation import plot_ablation
         from sag.plots.style import save_figure
@@ -279,9 +279,9 @@ def write_attention_mass(
     writer.writeheader()
     for r in per_run:
         writer.writerow({k: f"{v:.5f}" if isinstance(v, float) else v for k, v in r.items()})
-    _write_text(out / "attention_mass.csv", buffer.getvalue())
+    write_text_atomic(out / "attention_mass.csv", buffer.getvalue())
     overall = _mass_over_seeds(per_run, REGIONS)
-    _write_text(out / "attention_mass.md", _mass_markdown(overall, REGIONS))
+    write_text_atomic(out / "attention_mass.md", _mass_markdown(overall, REGIONS))
     plotted = [
         {**o, **{r: o[f"{r}_mean"] for r in REGIONS}, **{f"{r}_lift": o[f"{r}_lift_mean"] for r in REGIONS}}
         | {"map": f"{o['row']}: {o['source']} grid" if o["source"].startswith("D") else f"{o['row']}: {o['source']}"}
@@ -346,7 +346,7 @@ def _check_manifest(out: Path, base: TrainConfig, rows: Sequence[str], seeds: Se
         previous = json.loads(path.read_text())
         rows = list(dict.fromkeys([*previous.get("rows", []), *rows]))
         seeds = sorted(set(previous.get("seeds", [])) | set(seeds))
-    _write_text(path, json.dumps({"config": shared, "rows": list(rows), "seeds": list(seeds)}, indent=2) + "\n")
+    write_text_atomic(path, json.dumps({"config": shared, "rows": list(rows), "seeds": list(seeds)}, indent=2) + "\n")
 
 
 def _paired_p(differences: np.ndarray) -> float:
@@ -361,26 +361,3 @@ def _paired_p(differences: np.ndarray) -> float:
 def _mean_std(values: np.ndarray) -> tuple[float, float]:
     """Mean and sample standard deviation (ddof=1; 0 for a single value)."""
     return float(values.mean()), (float(values.std(ddof=1)) if len(values) > 1 else 0.0)
-
-
-def _umask() -> int:
-    """The process umask (read by setting and restoring it)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write text atomically (temp file in the same folder, then os.replace)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path

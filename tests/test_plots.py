@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import matplotlib
 import numpy as np
@@ -200,3 +201,17 @@ def test_show_identities_is_reexported_lazily():
     except ModuleNotFoundError:
         pytest.skip("sag.plots.identities (the data worker's module) is not there yet")
     assert callable(func)
+
+
+def test_atomic_writes_replace_whole_or_leave_the_old_file(tmp_path):
+    from sag.atomic import atomic_path, write_text_atomic
+
+    target = write_text_atomic(tmp_path / "out" / "table.md", "first\n")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.read_text() == "first\n" and target.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
+    with pytest.raises(RuntimeError, match="disk full"), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("disk full")
+    assert target.read_text() == "first\n"  # the old file is intact
+    assert sorted(p.name for p in target.parent.iterdir()) == ["table.md"]  # and no temp file is left
