@@ -1,14 +1,18 @@
-"""CMC / mAP on Market-1501-sized random features: sag.evaluation against a torchreid-style per-query numpy loop.
+"""CMC / mAP on Market-1501-sized inputs: sag.evaluation against a torchreid-style per-query numpy loop.
 
-Generates 3,368 query x 15,913 gallery L2-normalised 2048-d features (750 ids, 6 cameras, 2,793 distractors of
-id 0) around one random centre per identity, then measures, each in a fresh subprocess so that peak memory is
-its own (peak RSS, VmHWM, minus the RSS once the inputs are loaded):
+Generates 3,368 query x 15,913 gallery labels (750 ids, 6 cameras, 2,793 distractors of id 0) and two distance
+matrices, then measures, each in a fresh subprocess so that peak memory is its own (peak RSS, VmHWM, minus the RSS
+once the inputs are loaded):
 
-  ranking   evaluate_ranking on the (Q, G) distance matrix  vs  the per-query loop (argsort of the whole matrix)
-  features  evaluate_features from the features (distances + ranking)  vs  numpy matmul + the per-query loop
+  identity  squared Euclidean distances of L2-normalised 2048-d features around one random centre per identity
+            (ranks like a trained model); also features -> CMC/mAP (distances + ranking) against numpy + the loop
+  uniform   uniform random distances in [0, 1): no identity structure at all (an untrained model), the case
+            where good matches sit anywhere in the ranking
 
-  python benchmarks/eval_bench.py                      # full size, identity-structured features
-  python benchmarks/eval_bench.py --noise 1e3          # no identity structure: the worst case for ours
+and prints each ranking time as a ratio to the per-query loop's in the same run.
+
+  python benchmarks/eval_bench.py                      # both cases, full size
+  python benchmarks/eval_bench.py --cases uniform --ranking-only
   python benchmarks/eval_bench.py --queries 300 --gallery 2000 --skip-reference   # quick look
 """
 
@@ -165,10 +169,12 @@ def run_worker(name: str, data: Path, repeats: int, threads: int | None = None, 
 
 
 def main() -> None:
-    """Generate the data once, run every measurement in its own process, print a table."""
+    """Generate the data once per case, run every measurement in its own process, print a table with ratios."""
     parser = common.feature_bench_parser(__doc__)
     parser.add_argument("--repeats", type=int, default=3, help="timed calls of ours (best kept; default 3)")
     parser.add_argument("--skip-reference", action="store_true", help="only measure sag.evaluation")
+    parser.add_argument("--cases", default="identity,uniform", help="comma-separated: identity, uniform")
+    parser.add_argument("--ranking-only", action="store_true", help="skip features -> CMC/mAP")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -177,35 +183,55 @@ def main() -> None:
         return
 
     print(f"machine: {machine()}; OMP_WAIT_POLICY={'PASSIVE' if args.omp_passive else 'default'}")
+    rows = []
+    for case in args.cases.split(","):
+        if case not in ("identity", "uniform"):
+            raise SystemExit(f"unknown case {case!r}: choose identity or uniform")
+        rows += _run_case(case, args)
+    print(f"load average at the end: {common.load_average()}")
+    print()
+    print(
+        "| case | task | implementation | time (s) | vs loop | peak memory above inputs (MiB) | rank-1 | mAP | mINP |"
+    )
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|")
+    for case, name, r in rows:
+        task = "distance matrix -> CMC/mAP" if name.endswith("ranking") else "features -> CMC/mAP"
+        impl = "sag.evaluation" if name.startswith("ours") else "per-query numpy loop (torchreid Python)"
+        ref = next((x for c, n, x in rows if c == case and n == name.replace("ours", "reference")), None)
+        ratio = f"{ref['seconds'] / r['seconds']:.1f}x" if ref else ""
+        print(
+            f"| {case} | {task} | {impl} | {r['seconds']:.3f} | {ratio} | {r['peak_mib']:.0f} | {r['rank1']:.4f} "
+            f"| {r['mAP']:.4f} | {r['mINP']:.4f} |"
+        )
+
+
+def _run_case(case: str, args) -> list[tuple[str, str, dict]]:
+    """Write one case's inputs to a temporary folder and run its measurements."""
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)
         arrays = market_like(args.queries, args.gallery, dim=args.dim, noise=args.noise)
         q, g = torch.from_numpy(arrays["q_feats"]), torch.from_numpy(arrays["g_feats"])
-        arrays["distmat"] = (2 - 2 * q @ g.T).clamp_(min=0).numpy()  # squared Euclidean: 2 - 2 cos
+        if case == "identity":
+            arrays["distmat"] = (2 - 2 * q @ g.T).clamp_(min=0).numpy()  # squared Euclidean: 2 - 2 cos
+        else:
+            gen = torch.Generator().manual_seed(1)
+            arrays["distmat"] = torch.rand(args.queries, args.gallery, generator=gen).numpy()
         for key, value in arrays.items():
             np.save(data / f"{key}.npy", value)
-        size = f"{args.queries:,} x {args.gallery:,}, {args.dim}-d"
-        print(f"data: {size}, noise {args.noise}; distance matrix {arrays['distmat'].nbytes / 2**20:.0f} MiB")
+        size = f"{args.queries:,} x {args.gallery:,}"
+        print(f"{case}: {size}, distance matrix {arrays['distmat'].nbytes / 2**20:.0f} MiB", flush=True)
         del arrays, q, g
-        names = ["ours_ranking", "reference_ranking", "ours_features", "reference_features"]
+        names = ["ours_ranking", "reference_ranking"]
+        if case == "identity" and not args.ranking_only:
+            names += ["ours_features", "reference_features"]
         if args.skip_reference:
             names = [n for n in names if n.startswith("ours")]
         rows = []
         for name in names:
             result = run_worker(name, data, args.repeats, args.threads, args.omp_passive)
-            rows.append((name, result))
-            print(f"  {name}: {result}", flush=True)
-
-    print()
-    print("| task | implementation | time (s) | peak memory above inputs (MiB) | rank-1 | mAP | mINP |")
-    print("|---|---|---:|---:|---:|---:|---:|")
-    for name, r in rows:
-        task = "distance matrix -> CMC/mAP" if name.endswith("ranking") else "features -> CMC/mAP"
-        impl = "sag.evaluation" if name.startswith("ours") else "per-query numpy loop (torchreid Python)"
-        print(
-            f"| {task} | {impl} | {r['seconds']:.3f} | {r['peak_mib']:.0f} | {r['rank1']:.4f} | {r['mAP']:.4f} "
-            f"| {r['mINP']:.4f} |"
-        )
+            rows.append((case, name, result))
+            print(f"  {case} {name}: {result}", flush=True)
+    return rows
 
 
 if __name__ == "__main__":

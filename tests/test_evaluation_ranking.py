@@ -249,3 +249,61 @@ def test_bad_input_raises_value_error(change, message):
     args.update(change)
     with pytest.raises(ValueError, match=message):
         evaluate_ranking(**args)
+
+
+@pytest.fixture(params=["dense", "sparse"])
+def ranking_path(request, monkeypatch):
+    """Force one of the two ways a block is binned: the whole block, or only entries up to the farthest good."""
+    monkeypatch.setattr(ranking, "_DENSE_FRACTION", -1.0 if request.param == "dense" else 2.0)
+    return request.param
+
+
+@pytest.mark.parametrize("ap", ["standard", "trapezoid"])
+@pytest.mark.parametrize("kind", ["ties", "continuous", "clustered", "all-equal", "infinite", "huge"])
+def test_both_paths_match_reference_on_hard_distances(kind, ap, ranking_path):
+    rng = np.random.default_rng(7)
+    for _ in range(4):
+        num_q, num_g = int(rng.integers(1, 25)), int(rng.integers(2, 150))
+        distmat, q_pids, g_pids, q_camids, g_camids = random_protocol(rng, num_q, num_g, integer=kind == "ties")
+        if kind == "clustered":  # many distances within a few ulps: most images share a bin with a good one
+            distmat = (1.0 + np.float32(1e-7) * rng.integers(0, 5, size=distmat.shape)).astype(np.float32)
+        elif kind == "all-equal":
+            distmat = np.full_like(distmat, 0.25)
+        elif kind == "infinite":  # +-inf on good, junk and wrong images alike
+            distmat[rng.random(distmat.shape) < 0.3] = np.inf
+            distmat[rng.random(distmat.shape) < 0.2] = -np.inf
+        elif kind == "huge":  # a span that overflows float32: the bins fall back to a unit scale
+            distmat = (np.clip(distmat, -1, 1) * np.float32(3.4e38)).astype(np.float32)
+        if reference_ranking(distmat, q_pids, g_pids, q_camids, g_camids)[3] == 0:
+            continue
+        assert_matches_reference(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=20, ap=ap)
+
+
+def test_both_paths_match_reference_on_a_market_like_block(ranking_path):
+    # many gallery images, a few good ones per query, junk of both kinds: the bins do the work here
+    rng = np.random.default_rng(8)
+    num_q, num_g = 40, 3000
+    g_pids = rng.integers(0, 60, size=num_g)
+    g_pids[rng.random(num_g) < 0.1] = -1
+    g_camids, q_pids, q_camids = rng.integers(0, 6, size=num_g), rng.integers(1, 60, size=num_q), np.zeros(num_q)
+    distmat = rng.random((num_q, num_g)).astype(np.float64)
+    distmat[:, :50] = np.round(distmat[:, :50], 2)  # exact ties between good, junk and wrong images
+    assert_matches_reference(distmat, q_pids, g_pids, q_camids.astype(np.int64), g_camids, max_rank=50)
+
+
+def test_query_without_good_image_in_a_block_of_its_own(ranking_path):
+    # a block where no query has a good image: every query is skipped and the next block still counts
+    distmat = np.array([[0.3, 0.1, 0.2], [0.3, 0.1, 0.2]])
+    acc = RankingAccumulator([1, 2, 1], [0, 0, 1])
+    acc.add(distmat[:1], [3], [0])  # id 3 is not in the gallery
+    acc.add(distmat[1:], [1], [0])  # good image at index 2 (camera 1): rank 2 behind the wrong id-2 image
+    result = acc.result()
+    assert result["num_skipped_queries"] == 1 and result["rank1"] == 0.0 and result["cmc"][1] == 1.0
+    assert np.isnan(result["AP"][0]) and result["AP"][1] == 0.5
+
+
+def test_nan_is_reported_on_both_paths(ranking_path):
+    distmat = np.zeros((3, 4))
+    distmat[2, 3] = np.nan  # a wrong image, nearer than nothing: caught whichever way the block is binned
+    with pytest.raises(ValueError, match=r"NaN \(first at index \(2, 3\)\)"):
+        evaluate_ranking(distmat, [1, 1, 1], [1, 1, 2, 2], [0] * 3, [0, 1, 1, 1])

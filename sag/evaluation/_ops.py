@@ -40,3 +40,40 @@ def lexsort_rows(rows: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     bits = (values.float() + 0.0).view(torch.int32)
     key = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits).long() + (1 << 31)  # in [0, 2**32)
     return torch.sort((rows.long() << 32) | key, stable=True).indices
+
+
+def monotone_bins(values: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, top: int) -> torch.Tensor:
+    """int32 bins ``clamp((values - shift) * scale, 0, top)`` truncated: a non-decreasing function of ``values``.
+
+    Each step is one correctly rounded IEEE operation, so equal inputs give equal bins on any device and in any
+    layout; bins can therefore order two values exactly when they differ (a smaller bin means a smaller value).
+    """
+    z = torch.sub(values, shift)
+    z.mul_(scale).clamp_(0, top)
+    return z.to(torch.int32)
+
+
+def count_preceding(
+    keys: torch.Tensor,
+    cols: torch.Tensor,
+    start: torch.Tensor,
+    stop: torch.Tensor,
+    value: torch.Tensor,
+    col: torch.Tensor,
+) -> torch.Tensor:
+    """For each (value, col), the number of sorted pairs ``(keys, cols)[start:stop]`` ordered before it.
+
+    ``keys`` ascending, ties by ascending ``cols``, within each range; a pair precedes (value, col) when its key is
+    smaller, or equal with a smaller column. A vectorised binary search: log2 of the longest range steps.
+    """
+    lo, hi = start.clone(), stop.clone()
+    last = max(0, keys.numel() - 1)
+    for _ in range(int((stop - start).max()).bit_length() if start.numel() else 0):
+        mid = (lo + hi) // 2
+        probe = mid.clamp(max=last)
+        key = keys[probe]
+        before = (key < value) | ((key == value) & (cols[probe] < col))
+        active = lo < hi
+        lo = torch.where(active & before, mid + 1, lo)
+        hi = torch.where(active & ~before, mid, hi)
+    return lo - start

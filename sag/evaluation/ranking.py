@@ -8,11 +8,19 @@ import numpy as np
 import torch
 
 from sag.evaluation import _checks
-from sag.evaluation._ops import exclusive_cumsum, flat_nonzero, lexsort_rows
+from sag.evaluation._ops import (
+    count_preceding,
+    exclusive_cumsum,
+    flat_nonzero,
+    lexsort_rows,
+    monotone_bins,
+    padded_mask,
+)
 
 AP_RULES = ("standard", "trapezoid")
 JUNK_PID = -1  # gallery images of this id are junk for every query (Market-1501)
 _CHUNK_ELEMENTS = 1 << 20  # distance entries ranked at once: bounds the memory used beyond the matrix
+_DENSE_FRACTION = 0.25  # bin a whole block when more of its entries than this lie below the farthest good one
 
 
 def evaluate_ranking(
@@ -92,8 +100,8 @@ class RankingAccumulator:
         self._ap: list[torch.Tensor] = []
         self._inp_sum = torch.zeros((), dtype=torch.float64, device=device)
         self._num_queries = 0
-        self._keep = torch.empty(0, dtype=torch.bool, device=device)  # reused (B, G) masks, grown on demand
-        self._is_good = torch.zeros(0, dtype=torch.bool, device=device)  # all False between calls
+        self._bins = max(16, min(1 << 16, self.num_gallery // 8))  # distance bins per query row (see _Goods)
+        self._masks = [torch.zeros(0, dtype=torch.bool, device=device) for _ in range(2)]  # reused, grown on demand
 
     def add(self, dist: Any, q_pids: Any, q_camids: Any) -> None:
         """Rank the gallery for a block of queries: distances ``dist`` (B, G), ``q_pids`` and ``q_camids`` (B,)."""
@@ -103,53 +111,41 @@ class RankingAccumulator:
             raise ValueError(f"distmat has {num_g} columns, expected {self.num_gallery} (one per gallery image)")
         q_pids = _checks.labels(q_pids, "q_pids", dist.device, num_b, "distmat row")
         q_camids = _checks.labels(q_camids, "q_camids", dist.device, num_b, "distmat row")
+        for start in range(0, num_b, self.block_rows):  # bounded memory (and int32 bin indices) per block
+            stop = min(start + self.block_rows, num_b)
+            self._add_block(dist[start:stop], q_pids[start:stop], q_camids[start:stop])
+
+    def _add_block(self, dist: torch.Tensor, q_pids: torch.Tensor, q_camids: torch.Tensor) -> None:
+        """``add`` for at most ``block_rows`` queries."""
         dist = dist.contiguous() if dist.dtype in (torch.float32, torch.float64) else dist.float().contiguous()
+        num_b, num_g = dist.shape
         dev = dist.device
-        arange_b = torch.arange(num_b, device=dev)
+        flat = dist.view(-1)
 
         # gallery images sharing the query's id: good (other camera) or junk (same camera); (row, col) pairs
         lo = torch.searchsorted(self._sorted_pids, q_pids)
         count = torch.searchsorted(self._sorted_pids, q_pids, right=True) - lo
-        rows = torch.repeat_interleave(arange_b, count)
+        rows = torch.repeat_interleave(torch.arange(num_b, device=dev), count)
         offsets = torch.repeat_interleave(lo - exclusive_cumsum(count), count)
         cols = self._by_pid[torch.arange(rows.numel(), device=dev) + offsets]
         same_cam = self._g_camids[cols] == q_camids[rows]
         good = ~same_cam & (q_pids[rows] != JUNK_PID)  # id -1 is junk everywhere, even for a query of id -1
+        junk_rows, junk_flat = rows[same_cam], rows[same_cam] * num_g + cols[same_cam]
         good_rows, good_cols = rows[good], cols[good]
-        num_good = torch.bincount(good_rows, minlength=num_b)
-
-        # only gallery images up to the farthest good one can precede a good one: extract and rank just those
-        farthest = torch.full((num_b,), -torch.inf, dtype=dist.dtype, device=dev)
-        farthest.scatter_reduce_(0, good_rows, dist.view(-1)[good_rows * num_g + good_cols], "amax")
-        size = -(-dist.numel() // 8) * 8  # the masks are scanned 8 bytes at a time
-        if self._keep.numel() < size:
-            self._keep = torch.zeros(size, dtype=torch.bool, device=dev)
-            self._is_good = torch.zeros(size, dtype=torch.bool, device=dev)
-        keep_flat, is_good = self._keep[:size], self._is_good[: dist.numel()]
-        keep_flat[dist.numel() :] = False
-        # not (d > farthest): d <= farthest, and NaN, which is then caught below with the extracted values
-        keep = torch.gt(dist, farthest[:, None], out=keep_flat[: dist.numel()].view(dist.shape))  # (B, G)
-        keep.logical_not_()
-        junk_flat = rows[same_cam] * num_g + cols[same_cam]
-        keep.view(-1)[junk_flat] = False
-        nan = torch.isnan(dist.view(-1)[junk_flat]).any()  # junk entries are not extracted: check them here
-        if self._junk_cols is not None:
-            keep[:, self._junk_cols] = False
-            nan |= torch.isnan(dist[:, self._junk_cols]).any()
         good_flat = good_rows * num_g + good_cols
-        is_good[good_flat] = True
-        kept = flat_nonzero(keep_flat)  # ascending: row-major, ascending gallery index within a row
-        kept_rows = kept // num_g
-        values = dist.view(-1)[kept]
-        if bool(nan | torch.isnan(values).any()):
+        good_vals = flat[good_flat]
+        nan = torch.isnan(good_vals).any() | torch.isnan(flat[junk_flat]).any()  # never extracted below
+        if self._junk_cols is not None:
+            nan |= torch.isnan(dist[:, self._junk_cols]).any()
+        if bool(nan):
             self._raise_nan(dist)
-        order = lexsort_rows(kept_rows, values)  # by row, distance, then gallery index
-        sorted_rows = kept_rows[order]
-        hits = is_good[kept][order].nonzero().squeeze(1)
-        is_good[good_flat] = False  # ready for the next block
-        hit_rows = sorted_rows[hits]
-        rank0 = hits - exclusive_cumsum(torch.bincount(kept_rows, minlength=num_b))[hit_rows]  # 0-based rank
-        k0 = torch.arange(hits.numel(), device=dev) - exclusive_cumsum(num_good)[hit_rows]  # 0-based good index
+
+        # the good images of each row sorted by (distance, gallery index): the k-th of row r at starts[r] + k
+        num_good = torch.bincount(good_rows, minlength=num_b)
+        order = lexsort_rows(good_rows, good_vals)  # by row, distance, then gallery index (ascending within a row)
+        goods = _Goods(good_rows[order], good_vals[order], good_cols[order], num_good, self._bins)
+        k0 = torch.arange(goods.rows.numel(), device=dev) - goods.starts[goods.rows]  # 0-based good index
+        rank0 = k0 + self._others_before(dist, goods, junk_rows, junk_flat, good_flat)  # 0-based rank among kept
 
         rank = rank0.double() + 1.0
         k = k0.double() + 1.0
@@ -158,6 +154,7 @@ class RankingAccumulator:
         else:  # trapezoid between the precision at the rank before (1 at rank 1) and the precision at this rank
             before = torch.where(rank0 > 0, (k - 1.0) / (rank - 1.0).clamp(min=1.0), torch.ones_like(rank))
             gain = (before + k / rank) / 2.0
+        hit_rows = goods.rows
         ap_sum = torch.zeros(num_b, dtype=torch.float64, device=dev).index_add_(0, hit_rows, gain)
         self._ap.append(ap_sum / num_good)  # NaN (0 / 0) for skipped queries
         first = k0 == 0
@@ -166,9 +163,87 @@ class RankingAccumulator:
         self._inp_sum += (num_good[hit_rows[last]] / rank[last]).sum()
         self._num_queries += num_b
 
+    def _others_before(
+        self,
+        dist: torch.Tensor,
+        goods: _Goods,
+        junk_rows: torch.Tensor,
+        junk_flat: torch.Tensor,
+        good_flat: torch.Tensor,
+    ) -> torch.Tensor:
+        """For each sorted good image, how many kept (not junk) other gallery images rank before it.
+
+        Every other image is counted in the histogram of ``p`` = the number of its row's good images ranked before
+        it; the k-th good image then has ``sum(hist[:k + 1])`` others before it. ``p`` comes from per-row bins of
+        distance: an image in a bin holding no good image has ``p`` = the goods in lower bins, read from a table;
+        only images sharing a bin with a good image (a few per good image) need a binary search.
+        """
+        if goods.rows.numel() == 0:
+            return goods.rows  # no good image in the block
+        num_b, num_g = dist.shape
+        dev = dist.device
+        flat = dist.view(-1)
+        width = goods.bins_per_row
+        sentinel = width - 1  # a bin holding no good image, for junk and good entries (their count is ignored)
+        row_base = torch.arange(num_b, device=dev, dtype=torch.int32) * width  # (B,)
+        sample = dist[:, :: max(1, num_g // 64)] <= goods.farthest[:, None]
+        if bool(sample.float().mean() > _DENSE_FRACTION):  # most entries may precede a good one: bin the whole block
+            if bool(torch.isnan(dist.sum())) and bool(torch.isnan(dist).any()):  # NaN or inf - inf in the sum
+                self._raise_nan(dist)
+            bins = monotone_bins(dist, goods.shift[:, None], goods.scale[:, None], goods.top)  # (B, G)
+            bins += row_base[:, None]
+            bins.view(-1)[junk_flat] = row_base[junk_rows] + sentinel
+            bins.view(-1)[good_flat] = row_base[goods.rows] + sentinel
+            if self._junk_cols is not None:
+                bins[:, self._junk_cols] = (row_base + sentinel)[:, None]
+            bins, positions = bins.view(-1), None
+        else:  # only entries up to the farthest good image can precede one: extract just those
+            keep, keep_flat = padded_mask(self._buffer(dist.numel()), dist.shape)
+            # not (d > farthest): d <= farthest, and NaN, which is then caught with the extracted values
+            torch.gt(dist, goods.farthest[:, None], out=keep).logical_not_()
+            keep.view(-1)[junk_flat] = False
+            keep.view(-1)[good_flat] = False
+            if self._junk_cols is not None:
+                keep[:, self._junk_cols] = False
+            positions = flat_nonzero(keep_flat)  # (E,) ascending flat indices
+            values = flat[positions]
+            if bool(torch.isnan(values).any()):
+                self._raise_nan(dist)
+            rows = (positions // num_g).int()
+            bins = monotone_bins(values, goods.shift[rows], goods.scale[rows], goods.top) + row_base[rows]
+        per_bin = torch.bincount(bins, minlength=num_b * width)  # (B * width,) other images per (row, bin)
+
+        # images sharing a bin with a good image: exact count of the goods before them (binary search)
+        shared, shared_flat = padded_mask(self._buffer(bins.numel(), 1), (1, bins.numel()))
+        torch.index_select(goods.occupied, 0, bins, out=shared.view(-1))
+        ambiguous = flat_nonzero(shared_flat)
+        where = ambiguous if positions is None else positions[ambiguous]
+        a_rows, a_cols = where // num_g, where % num_g
+        a_bins = bins[ambiguous].long()
+        first = goods.starts[a_rows] + goods.below[a_bins]
+        before = goods.below[a_bins] + count_preceding(
+            goods.vals, goods.cols, first, first + goods.in_bin[a_bins], flat[where], a_cols
+        )
+
+        # histogram of p per row, then the others before the k-th good = its cumulative sum at k
+        n_max = int(goods.num_good.max())
+        hist = torch.zeros(num_b * (n_max + 1), dtype=torch.int64, device=dev)
+        bin_slots = (torch.arange(num_b, device=dev) * (n_max + 1))[:, None] + goods.below.view(num_b, width)
+        clear = torch.where(goods.occupied, 0, per_bin)  # images of bins without a good: p = goods below
+        hist.index_add_(0, bin_slots.view(-1), clear)
+        hist.index_add_(0, a_rows * (n_max + 1) + before, torch.ones_like(before))
+        cumulative = hist.view(num_b, n_max + 1).cumsum(1)
+        return cumulative[goods.rows, torch.arange(goods.rows.numel(), device=dev) - goods.starts[goods.rows]]
+
+    def _buffer(self, numel: int, which: int = 0) -> torch.Tensor:
+        """A reused bool buffer of at least ``numel`` entries, padded to a multiple of 8 (grown on demand)."""
+        size = -(-numel // 8) * 8
+        if self._masks[which].numel() < size:
+            self._masks[which] = torch.zeros(size, dtype=torch.bool, device=self._g_pids.device)
+        return self._masks[which]
+
     def _raise_nan(self, dist: torch.Tensor) -> None:
         """ValueError naming the first NaN of the block ``dist``."""
-        self._is_good.zero_()
         row, col = (int(i) for i in torch.isnan(dist).nonzero()[0])
         raise ValueError(
             f"distmat holds NaN (first at index ({row + self._num_queries}, {col})); a distance must be a number "
@@ -199,3 +274,36 @@ class RankingAccumulator:
             num_skipped_queries=self._num_queries - valid,
         )
         return out
+
+
+class _Goods:
+    """The good images of a block sorted by (row, distance, gallery index), and per-row distance bins around them.
+
+    Bins are ``monotone_bins(d, shift, scale, top)`` per row, spanning the row's finite good distances in
+    ``bins`` steps with two spare bins each side, so that images clearly nearer (or farther) than every good one
+    share no bin with any. ``below[r * width + b]`` = goods of row r in bins < b; ``in_bin`` = goods in bin b.
+    """
+
+    def __init__(self, rows: torch.Tensor, vals: torch.Tensor, cols: torch.Tensor, num_good: torch.Tensor, bins: int):
+        self.rows, self.vals, self.cols, self.num_good = rows, vals, cols, num_good  # (N,) x 3, (B,)
+        num_b, dev = num_good.shape[0], vals.device
+        self.starts = exclusive_cumsum(num_good)  # (B,)
+        self.top = bins + 4  # bins 0..top; the nearest good lands near 2, the farthest near bins + 2
+        self.bins_per_row = bins + 6  # one more: a sentinel bin, never holding a good image
+        finite = torch.isfinite(vals)
+        inf = torch.full((num_b,), torch.inf, dtype=vals.dtype, device=dev)
+        lo = inf.clone().scatter_reduce_(0, rows[finite], vals[finite], "amin")
+        hi = (-inf).scatter_reduce_(0, rows[finite], vals[finite], "amax")
+        lo, hi = torch.where(lo > hi, 0.0, lo), torch.where(lo > hi, 0.0, hi)  # rows without a finite good: 0
+        span = hi - lo
+        scale = bins / span
+        shift = lo - 2 * span / bins
+        usable = torch.isfinite(scale) & (scale > 0) & torch.isfinite(shift)  # else a unit scale: still monotone
+        self.scale = torch.where(usable, scale, 1.0)  # (B,)
+        self.shift = torch.where(usable, shift, lo - 2.0)  # (B,) finite, so that d - shift is never NaN
+        self.farthest = (-inf).scatter_reduce_(0, rows, vals, "amax")  # (B,) -inf for rows without a good
+        width = self.bins_per_row
+        good_bins = monotone_bins(vals, self.shift[rows], self.scale[rows], self.top).long() + rows * width
+        self.in_bin = torch.bincount(good_bins, minlength=num_b * width)  # (B * width,)
+        self.below = (self.in_bin.view(num_b, width).cumsum(1) - self.in_bin.view(num_b, width)).view(-1)
+        self.occupied = self.in_bin > 0
