@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import importlib
-from types import ModuleType
-
-from sag.models import build_model
+from sag._lazy import lazy_exports
 
 __version__ = "0.1.0"
 __all__ = ["__version__", "build_model"]
 
-_SUBMODULES = ("ablation", "analysis", "book", "data", "engine", "evaluation", "models", "paper", "plots")
-
-
-def __getattr__(name: str) -> ModuleType:
-    """Import subpackages on first use, so ``import sag; sag.data.load_dataset(...)`` works and stays cheap."""
-    if name in _SUBMODULES:
-        return importlib.import_module(f"sag.{name}")
-    raise AttributeError(f"module 'sag' has no attribute {name!r}")
+# subpackages and build_model are imported on first use: ``import sag`` (and the CLI's --help) stays free of torch
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "models": ("build_model",),
+        **dict.fromkeys(("ablation", "analysis", "book", "data", "engine", "evaluation", "paper", "plots"), ()),
+    },
+)

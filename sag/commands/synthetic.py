@@ -8,33 +8,30 @@ from __future__ import annotations
 import argparse
 import time
 
-from sag.data.synthetic import SyntheticConfig, load_synthetic, make_synthetic
-
-_DEFAULTS = SyntheticConfig()
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``make-synthetic``."""
+    from sag.data.synthetic import SyntheticConfig  # numpy and PIL (never torch): only when this command is parsed
+
+    defaults = SyntheticConfig()
     parser.add_argument("--root", required=True, help="output folder (created; reused if it holds the same set)")
-    parser.add_argument("--train-ids", type=int, default=_DEFAULTS.num_train_ids, help="training identities")
-    parser.add_argument("--test-ids", type=int, default=_DEFAULTS.num_test_ids, help="test (query/gallery) identities")
+    parser.add_argument("--train-ids", type=int, default=defaults.num_train_ids, help="training identities")
+    parser.add_argument("--test-ids", type=int, default=defaults.num_test_ids, help="test (query/gallery) identities")
     parser.add_argument(
-        "--images-per-id", type=int, default=_DEFAULTS.images_per_id, help="mean images per identity and split"
+        "--images-per-id", type=int, default=defaults.images_per_id, help="mean images per identity and split"
     )
-    parser.add_argument("--cameras", type=int, default=_DEFAULTS.num_cameras, help="number of cameras (2-9)")
-    parser.add_argument("--seed", type=int, default=_DEFAULTS.seed, help="random seed (same seed, same bytes)")
-    parser.add_argument(
-        "--size", type=int, nargs=2, metavar=("H", "W"), default=list(_DEFAULTS.size), help="image size"
-    )
+    parser.add_argument("--cameras", type=int, default=defaults.num_cameras, help="number of cameras (2-9)")
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="random seed (same seed, same bytes)")
+    parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=list(defaults.size), help="image size")
     parser.add_argument(
         "--max-family-size",
         type=int,
-        default=_DEFAULTS.max_family_size,
+        default=defaults.max_family_size,
         help="identities sharing clothes and body, told apart by details (1 = none)",
     )
-    parser.add_argument("--junk-fraction", type=float, default=_DEFAULTS.junk_fraction, help="junk per gallery image")
+    parser.add_argument("--junk-fraction", type=float, default=defaults.junk_fraction, help="junk per gallery image")
     parser.add_argument(
-        "--distractor-fraction", type=float, default=_DEFAULTS.distractor_fraction, help="distractors per gallery image"
+        "--distractor-fraction", type=float, default=defaults.distractor_fraction, help="distractors per gallery image"
     )
     parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores for large sets)")
     parser.add_argument("--overwrite", action="store_true", help="replace a synthetic set made with other options")
@@ -42,6 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Generate (or reuse) the dataset, then print its Table-2-style summary and the time taken."""
+    from sag.data.synthetic import load_synthetic, make_synthetic
+
     start = time.perf_counter()
     root = make_synthetic(
         args.root,

@@ -1,19 +1,27 @@
 """Datasets (Market-1501, DukeMTMC-reID, CUHK03, a synthetic world), downloads, transforms and loaders."""
 
-from sag.data.downloader import download
-from sag.data.loaders import (
-    ImageDataset,
-    TrainLoader,
-    decode_images,
-    epoch_order,
-    make_eval_loader,
-    make_train_loader,
-    read_image,
+from sag._lazy import lazy_exports
+
+# module -> the names it exports; imported on first use, so that the CLI's --help never imports torch
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "downloader": ("download",),
+        "loaders": (
+            "ImageDataset",
+            "TrainLoader",
+            "decode_images",
+            "epoch_order",
+            "make_eval_loader",
+            "make_train_loader",
+            "read_image",
+        ),
+        "records": ("TABLE2", "ImageRecord", "ReIDDataset", "format_table2"),
+        "registry": ("DATASETS", "load_dataset"),
+        "synthetic": ("SyntheticConfig", "load_mask", "make_synthetic"),
+        "transforms": ("PRESETS", "AugmentConfig", "augment_batch", "build_transforms", "get_augment"),
+    },
 )
-from sag.data.records import TABLE2, ImageRecord, ReIDDataset, format_table2
-from sag.data.registry import DATASETS, load_dataset
-from sag.data.synthetic import SyntheticConfig, load_mask, make_synthetic
-from sag.data.transforms import PRESETS, AugmentConfig, augment_batch, build_transforms, get_augment
 
 __all__ = [
     "DATASETS",

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
+if TYPE_CHECKING:  # torch is imported where it is used, so that the CLI's option lists stay free of it
+    import torch
+    from torch import nn
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,8 @@ def build_optimizer(model: nn.Module, recipe: Recipe, lr: float | None = None) -
 
     ``model`` must offer ``parameter_groups() -> (backbone_params, new_params)`` (``sag.models.SAGNet`` does).
     """
+    import torch
+
     backbone, new = model.parameter_groups()
     lr_backbone = recipe.lr_backbone if lr is None else lr
     lr_new = lr_backbone * recipe.lr_new / recipe.lr_backbone
@@ -96,4 +99,6 @@ def build_optimizer(model: nn.Module, recipe: Recipe, lr: float | None = None) -
 
 def build_scheduler(optimizer: torch.optim.Optimizer, recipe: Recipe) -> torch.optim.lr_scheduler.StepLR:
     """Step decay: every group's lr x ``gamma`` every ``step_size`` epochs (stepped once per epoch)."""
+    import torch
+
     return torch.optim.lr_scheduler.StepLR(optimizer, step_size=recipe.step_size, gamma=recipe.gamma)

@@ -100,7 +100,6 @@ class RankingAccumulator:
         self._ap: list[torch.Tensor] = []
         self._inp_sum = torch.zeros((), dtype=torch.float64, device=device)
         self._num_queries = 0
-        self._bins = max(16, min(1 << 16, self.num_gallery // 8))  # distance bins per query row (see _Goods)
         self._masks = [torch.zeros(0, dtype=torch.bool, device=device) for _ in range(2)]  # reused, grown on demand
 
     def add(self, dist: Any, q_pids: Any, q_camids: Any) -> None:
@@ -140,12 +139,19 @@ class RankingAccumulator:
         if bool(nan):
             self._raise_nan(dist)
 
+        # only images up to the farthest good one can rank before a good one: what fraction of the block is that?
+        farthest = torch.full((num_b,), -torch.inf, dtype=dist.dtype, device=dev)
+        farthest.scatter_reduce_(0, good_rows, good_vals, "amax")  # (B,) -inf for rows without a good image
+        near = float((dist[:, :: max(1, num_g // 64)] <= farthest[:, None]).float().mean())  # on a sample of columns
+
         # the good images of each row sorted by (distance, gallery index): the k-th of row r at starts[r] + k
         num_good = torch.bincount(good_rows, minlength=num_b)
         order = lexsort_rows(good_rows, good_vals)  # by row, distance, then gallery index (ascending within a row)
-        goods = _Goods(good_rows[order], good_vals[order], good_cols[order], num_good, self._bins)
-        k0 = torch.arange(goods.rows.numel(), device=dev) - goods.starts[goods.rows]  # 0-based good index
-        rank0 = k0 + self._others_before(dist, goods, junk_rows, junk_flat, good_flat)  # 0-based rank among kept
+        bins = max(16, min(1 << 16, int(near * num_g) // 8))  # about 8 candidate images per bin and row
+        goods = _Goods(good_rows[order], good_vals[order], good_cols[order], num_good, bins)
+        k0 = goods.index  # 0-based index of each good image within its row
+        dense = near > _DENSE_FRACTION  # bin the whole block, or extract the entries up to the farthest good image
+        rank0 = k0 + self._others_before(dist, goods, farthest, dense, (junk_rows, junk_flat, good_flat))
 
         rank = rank0.double() + 1.0
         k = k0.double() + 1.0
@@ -167,40 +173,41 @@ class RankingAccumulator:
         self,
         dist: torch.Tensor,
         goods: _Goods,
-        junk_rows: torch.Tensor,
-        junk_flat: torch.Tensor,
-        good_flat: torch.Tensor,
+        farthest: torch.Tensor,
+        dense: bool,
+        excluded: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
     ) -> torch.Tensor:
         """For each sorted good image, how many kept (not junk) other gallery images rank before it.
 
-        Every other image is counted in the histogram of ``p`` = the number of its row's good images ranked before
-        it; the k-th good image then has ``sum(hist[:k + 1])`` others before it. ``p`` comes from per-row bins of
-        distance: an image in a bin holding no good image has ``p`` = the goods in lower bins, read from a table;
-        only images sharing a bin with a good image (a few per good image) need a binary search.
+        Each other image falls in a per-row distance bin (``_Goods``). Those in lower bins than a good image's
+        rank before it; those in higher bins after it; only those sharing a bin with a good image (a few per good
+        image) need comparing, by a binary search for ``p`` = the number of goods before them. The others before
+        the k-th good are then: the images in lower bins, plus the shared-bin images with ``p <= k`` (which counts
+        the shared-bin images of lower bins too), minus the latter.
         """
         if goods.rows.numel() == 0:
             return goods.rows  # no good image in the block
+        junk_rows, junk_flat, good_flat = excluded  # same-id same-camera entries (rows, flat), good entries (flat)
         num_b, num_g = dist.shape
         dev = dist.device
         flat = dist.view(-1)
         width = goods.bins_per_row
-        sentinel = width - 1  # a bin holding no good image, for junk and good entries (their count is ignored)
-        row_base = torch.arange(num_b, device=dev, dtype=torch.int32) * width  # (B,)
-        sample = dist[:, :: max(1, num_g // 64)] <= goods.farthest[:, None]
-        if bool(sample.float().mean() > _DENSE_FRACTION):  # most entries may precede a good one: bin the whole block
+        row_base = torch.arange(num_b, device=dev, dtype=torch.int32) * width  # (B,) first bin of each row
+        sentinel = row_base + (width - 1)  # (B,) a bin after every good one, for junk and good entries
+        if dense:  # most entries may precede a good one: bin the whole block
             if bool(torch.isnan(dist.sum())) and bool(torch.isnan(dist).any()):  # NaN or inf - inf in the sum
                 self._raise_nan(dist)
             bins = monotone_bins(dist, goods.shift[:, None], goods.scale[:, None], goods.top)  # (B, G)
             bins += row_base[:, None]
-            bins.view(-1)[junk_flat] = row_base[junk_rows] + sentinel
-            bins.view(-1)[good_flat] = row_base[goods.rows] + sentinel
+            bins.view(-1)[junk_flat] = sentinel[junk_rows]
+            bins.view(-1)[good_flat] = sentinel[goods.rows]
             if self._junk_cols is not None:
-                bins[:, self._junk_cols] = (row_base + sentinel)[:, None]
+                bins[:, self._junk_cols] = sentinel[:, None]
             bins, positions = bins.view(-1), None
         else:  # only entries up to the farthest good image can precede one: extract just those
             keep, keep_flat = padded_mask(self._buffer(dist.numel()), dist.shape)
             # not (d > farthest): d <= farthest, and NaN, which is then caught with the extracted values
-            torch.gt(dist, goods.farthest[:, None], out=keep).logical_not_()
+            torch.gt(dist, farthest[:, None], out=keep).logical_not_()
             keep.view(-1)[junk_flat] = False
             keep.view(-1)[good_flat] = False
             if self._junk_cols is not None:
@@ -212,28 +219,24 @@ class RankingAccumulator:
             rows = (positions // num_g).int()
             bins = monotone_bins(values, goods.shift[rows], goods.scale[rows], goods.top) + row_base[rows]
         per_bin = torch.bincount(bins, minlength=num_b * width)  # (B * width,) other images per (row, bin)
+        in_lower = per_bin.view(num_b, width).cumsum(1).view(-1)[goods.bins] - per_bin[goods.bins]  # (N,) lower bins
 
-        # images sharing a bin with a good image: exact count of the goods before them (binary search)
+        # images sharing a bin with a good image: p by a binary search among the goods of that bin
         shared, shared_flat = padded_mask(self._buffer(bins.numel(), 1), (1, bins.numel()))
         torch.index_select(goods.occupied, 0, bins, out=shared.view(-1))
         ambiguous = flat_nonzero(shared_flat)
         where = ambiguous if positions is None else positions[ambiguous]
-        a_rows, a_cols = where // num_g, where % num_g
-        a_bins = bins[ambiguous].long()
-        first = goods.starts[a_rows] + goods.below[a_bins]
-        before = goods.below[a_bins] + count_preceding(
-            goods.vals, goods.cols, first, first + goods.in_bin[a_bins], flat[where], a_cols
-        )
-
-        # histogram of p per row, then the others before the k-th good = its cumulative sum at k
+        a_rows, a_cols, a_bins = where // num_g, where % num_g, bins[ambiguous].long()
+        first = torch.searchsorted(goods.bins, a_bins)  # the goods of that bin: first..stop in sorted order
+        stop = torch.searchsorted(goods.bins, a_bins, right=True)
+        p = first - goods.starts[a_rows] + count_preceding(goods.vals, goods.cols, first, stop, flat[where], a_cols)
         n_max = int(goods.num_good.max())
         hist = torch.zeros(num_b * (n_max + 1), dtype=torch.int64, device=dev)
-        bin_slots = (torch.arange(num_b, device=dev) * (n_max + 1))[:, None] + goods.below.view(num_b, width)
-        clear = torch.where(goods.occupied, 0, per_bin)  # images of bins without a good: p = goods below
-        hist.index_add_(0, bin_slots.view(-1), clear)
-        hist.index_add_(0, a_rows * (n_max + 1) + before, torch.ones_like(before))
-        cumulative = hist.view(num_b, n_max + 1).cumsum(1)
-        return cumulative[goods.rows, torch.arange(goods.rows.numel(), device=dev) - goods.starts[goods.rows]]
+        hist.index_add_(0, a_rows * (n_max + 1) + p, torch.ones_like(p))
+        p_at_most = hist.view(num_b, n_max + 1).cumsum(1)[goods.rows, goods.index]  # (N,) shared-bin images, p <= k
+        a_sorted = torch.sort(a_bins).values
+        shared_lower = torch.searchsorted(a_sorted, goods.bins) - torch.searchsorted(a_sorted, row_base[goods.rows])
+        return in_lower + p_at_most - shared_lower
 
     def _buffer(self, numel: int, which: int = 0) -> torch.Tensor:
         """A reused bool buffer of at least ``numel`` entries, padded to a multiple of 8 (grown on demand)."""
@@ -281,15 +284,17 @@ class _Goods:
 
     Bins are ``monotone_bins(d, shift, scale, top)`` per row, spanning the row's finite good distances in
     ``bins`` steps with two spare bins each side, so that images clearly nearer (or farther) than every good one
-    share no bin with any. ``below[r * width + b]`` = goods of row r in bins < b; ``in_bin`` = goods in bin b.
+    share no bin with any; bin b of row r is ``r * bins_per_row + b``. ``bins`` (N,) holds the goods' bins, in
+    ascending order; ``occupied`` (B * bins_per_row,) marks the bins holding a good image.
     """
 
     def __init__(self, rows: torch.Tensor, vals: torch.Tensor, cols: torch.Tensor, num_good: torch.Tensor, bins: int):
         self.rows, self.vals, self.cols, self.num_good = rows, vals, cols, num_good  # (N,) x 3, (B,)
         num_b, dev = num_good.shape[0], vals.device
         self.starts = exclusive_cumsum(num_good)  # (B,)
+        self.index = torch.arange(rows.numel(), device=dev) - self.starts[rows]  # (N,) k: 0-based within its row
         self.top = bins + 4  # bins 0..top; the nearest good lands near 2, the farthest near bins + 2
-        self.bins_per_row = bins + 6  # one more: a sentinel bin, never holding a good image
+        self.bins_per_row = bins + 6  # one more: a sentinel bin after every good one
         finite = torch.isfinite(vals)
         inf = torch.full((num_b,), torch.inf, dtype=vals.dtype, device=dev)
         lo = inf.clone().scatter_reduce_(0, rows[finite], vals[finite], "amin")
@@ -301,9 +306,7 @@ class _Goods:
         usable = torch.isfinite(scale) & (scale > 0) & torch.isfinite(shift)  # else a unit scale: still monotone
         self.scale = torch.where(usable, scale, 1.0)  # (B,)
         self.shift = torch.where(usable, shift, lo - 2.0)  # (B,) finite, so that d - shift is never NaN
-        self.farthest = (-inf).scatter_reduce_(0, rows, vals, "amax")  # (B,) -inf for rows without a good
         width = self.bins_per_row
-        good_bins = monotone_bins(vals, self.shift[rows], self.scale[rows], self.top).long() + rows * width
-        self.in_bin = torch.bincount(good_bins, minlength=num_b * width)  # (B * width,)
-        self.below = (self.in_bin.view(num_b, width).cumsum(1) - self.in_bin.view(num_b, width)).view(-1)
-        self.occupied = self.in_bin > 0
+        self.bins = monotone_bins(vals, self.shift[rows], self.scale[rows], self.top).long() + rows * width  # (N,)
+        self.occupied = torch.zeros(num_b * width, dtype=torch.bool, device=dev)
+        self.occupied[self.bins] = True
