@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sag.engine import TrainConfig, load_checkpoint, read_checkpoint, save_checkpoint, train
+from sag.engine import TrainConfig, load_checkpoint, read_checkpoint, save_checkpoint, train, trainer
 from sag.engine.checkpoint import FORMAT_VERSION
 
 TINY = {"num_train_ids": 8, "num_test_ids": 4, "images_per_id": 4, "size": (64, 32), "num_cameras": 2}
@@ -98,8 +98,9 @@ def test_run_dir_holds_config_metrics_checkpoints_and_summary(finished_run, caps
     assert isinstance(last["rng"]["torch"], torch.Tensor) and isinstance(last["rng"]["python"]["state"], torch.Tensor)
 
 
-def test_resume_after_a_kill_is_bit_identical(finished_run, data_root, tmp_path):
+def test_resume_after_a_kill_is_bit_identical(finished_run, data_root, tmp_path, monkeypatch):
     """The 2-epoch run again, killed after epoch 1, then --resume: the same weights, optimiser and log."""
+    monkeypatch.setattr(trainer, "CHECKPOINT_SECONDS", 0.0)  # a checkpoint after every epoch
     straight_dir, straight = finished_run
 
     class KilledError(Exception):
@@ -126,6 +127,27 @@ def test_resume_after_a_kill_is_bit_identical(finished_run, data_root, tmp_path)
         {k: v for k, v in r.items() if k not in timing} for r in resumed.history
     ]
     assert resumed.final == straight.final and resumed.best == straight.best
+
+
+def test_checkpoints_wait_for_the_interval_and_best_pt_never_outruns_last_pt(finished_run, data_root, tmp_path):
+    """With the default interval a short run checkpoints once, at its end; a kill before then resumes from scratch."""
+    _, straight = finished_run
+    written = []
+
+    def files_after_each_epoch(record):
+        written.append(sorted(p.name for p in (tmp_path / "run").glob("*.pt")))
+        if record["epoch"] == 1 and len(written) == 1:
+            raise KeyboardInterrupt  # killed after epoch 1: no checkpoint yet (the interval has not passed)
+
+    config = _config(data_root, tmp_path / "run", preset="released_code")
+    with pytest.raises(KeyboardInterrupt):
+        train(config, callbacks=[files_after_each_epoch])
+    assert written == [[]]  # epoch 1 (a new best) left neither last.pt nor a best.pt newer than it
+    resumed = train(_config(data_root, tmp_path / "run", preset="released_code", resume=True))
+    assert written == [[]]  # callbacks of the first session only
+    assert resumed.final == straight.final and resumed.best == straight.best  # started over: the same run
+    best, last = read_checkpoint(tmp_path / "run" / "best.pt"), read_checkpoint(tmp_path / "run" / "last.pt")
+    assert last["epoch"] == 2 and best["epoch"] == straight.best["epoch"] and "optimizer" not in best
 
 
 def test_existing_run_is_never_overwritten_silently(finished_run, data_root, tmp_path):

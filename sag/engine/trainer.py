@@ -44,6 +44,7 @@ from sag.engine.split import carve_validation, default_val_ids
 from sag.evaluation import evaluate
 
 EpochCallback = Callable[[dict[str, Any]], None]
+CHECKPOINT_SECONDS = 300.0  # last.pt (and a pending best.pt) at most this often, plus after the last epoch
 
 
 @dataclass
@@ -81,7 +82,9 @@ class _Run:
         self.cfg, self.ctx, self.callbacks = cfg, ctx, list(callbacks)
         self.run_dir = Path(cfg.out)
         self.device = ctx.device
-        self.start_time = time.perf_counter()
+        self.start_time = self.last_checkpoint = time.perf_counter()
+        self.save_now = False  # set (e.g. by a signal handler) to checkpoint after the current epoch
+        self.pending_best: tuple[int, dict[str, torch.Tensor]] | None = None  # best weights not yet in best.pt
 
     # ------------------------------------------------------------------ setup
     def log(self, message: str) -> None:
@@ -319,11 +322,12 @@ class _Run:
             key = (record["val"]["mAP"], record["val"]["rank1"])
             if not self.best or key > (self.best["mAP"], self.best["rank1"]):
                 self.best = {"epoch": epoch, **record["val"]}
-                self._save_best(epoch)
+                self._keep_best(epoch)
         self.elapsed += stats["seconds"]
         if self.ctx.is_main:
             append_metrics(self.run_dir / "metrics.jsonl", record)
-            ckpt.save_checkpoint(self.run_dir / "last.pt", self._state(epoch))
+            if self._checkpoint_due(epoch):
+                self._checkpoint(epoch)
             line = (
                 f"epoch {epoch}/{self.cfg.epochs}: loss {stats['loss']:.4f} acc {100 * stats['accuracy']:.1f}% "
                 f"{stats['images_per_s']:.0f} img/s lr {lrs[0]:g}/{lrs[1]:g}"
@@ -445,13 +449,35 @@ class _Run:
         """Wall-clock seconds of the run over all its sessions (setup, validation and test included)."""
         return self.wall_before + time.perf_counter() - self.start_time
 
-    def _save_best(self, epoch: int) -> None:
-        """best.pt: the weights of the best validation epoch (no optimiser state)."""
+    def _checkpoint_due(self, epoch: int) -> bool:
+        """After the last epoch, when asked (``save_now``), or once ``CHECKPOINT_SECONDS`` passed since the last."""
+        return (
+            epoch == self.cfg.epochs
+            or self.save_now
+            or time.perf_counter() - self.last_checkpoint >= CHECKPOINT_SECONDS
+        )
+
+    def _checkpoint(self, epoch: int) -> None:
+        """Write the pending best.pt, then last.pt: a resumed run never finds a best.pt newer than its last.pt."""
+        if self.pending_best is not None:
+            self._save_best(*self.pending_best)
+            self.pending_best = None
+        ckpt.save_checkpoint(self.run_dir / "last.pt", self._state(epoch))
+        self.last_checkpoint, self.save_now = time.perf_counter(), False
+
+    def _keep_best(self, epoch: int) -> None:
+        """Hold the new best weights on the CPU until the next checkpoint writes them to best.pt."""
+        if self.ctx.is_main:
+            weights = {key: value.detach().to("cpu", copy=True) for key, value in self.model.state_dict().items()}
+            self.pending_best = (epoch, weights)
+
+    def _save_best(self, epoch: int, weights: dict[str, torch.Tensor] | None = None) -> None:
+        """best.pt: the weights of the best validation epoch (default the model's now), no optimiser state."""
         if self.ctx.is_main:
             ckpt.save_checkpoint(
                 self.run_dir / "best.pt",
                 {
-                    "model": self.model.state_dict(),
+                    "model": self.model.state_dict() if weights is None else weights,
                     "model_spec": self.spec,
                     "epoch": epoch,
                     "best": dict(self.best),
