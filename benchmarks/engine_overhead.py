@@ -1,0 +1,180 @@
+"""Engine overhead: training images/s of ``sag.engine.train`` against a bare loop over the same model, data and
+optimiser, in the same run.
+
+The bare loop is what training costs at least: the same loader, ``build_model`` and ``build_optimizer``, and per
+batch a forward pass, cross-entropy, backward and an SGD step. ``train`` adds validation, checkpoints and logging.
+Both run ``--epochs`` epochs; the first is a warm-up and the rest are timed (for ``train``: from the end of epoch
+1 to the end of the last, so the last epoch's validation and checkpoint count). ``train`` runs twice: with the
+default checkpoint interval (``CHECKPOINT_SECONDS``) and with a checkpoint after every epoch, as before.
+
+  python benchmarks/engine_overhead.py --scale demo       # resnet18 SAG-D4, 64x32, the demo's synthetic set
+  python benchmarks/engine_overhead.py --scale resnet50   # ResNet-50 SAG-D4, 160x64, a small synthetic set
+  python benchmarks/engine_overhead.py --scale demo --write   # also update RESULTS.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as common
+
+START, END = "<!-- engine_overhead:start -->", "<!-- engine_overhead:end -->"
+SCALES: dict[str, dict[str, Any]] = {
+    # the demo (python -m sag train): resnet18 on the default synthetic set, validated every epoch
+    "demo": {"backbone": "resnet18", "input_size": (64, 32), "epochs": 3, "eval_every": 1, "dataset_options": {}},
+    # the paper's network and input size; a synthetic set small enough for a few CPU steps per epoch
+    "resnet50": {
+        "backbone": "resnet50",
+        "input_size": (160, 64),
+        "epochs": 3,
+        "eval_every": 10,
+        "batch_size": 8,
+        "dataset_options": {"num_train_ids": 10, "num_test_ids": 4, "images_per_id": 4, "size": (160, 64)},
+    },
+}
+
+
+def engine_images_per_s(config: Any, every_epoch: bool) -> tuple[float, dict[str, float]]:
+    """images/s of ``train(config)`` over epochs 2..E, and the seconds of its pure training steps there."""
+    from sag.engine import train, trainer
+
+    marks: list[float] = []
+    images: list[int] = []
+    steps: list[float] = []
+
+    def mark(record: dict[str, Any]) -> None:
+        marks.append(time.perf_counter())
+        images.append(record["images"])
+        steps.append(record["seconds"])
+
+    saved = trainer.CHECKPOINT_SECONDS
+    trainer.CHECKPOINT_SECONDS = 0.0 if every_epoch else saved
+    try:
+        train(config, callbacks=[mark])
+    finally:
+        trainer.CHECKPOINT_SECONDS = saved
+    wall = marks[-1] - marks[0]
+    return sum(images[1:]) / wall, {"wall": wall, "steps": sum(steps[1:])}
+
+
+def bare_images_per_s(config: Any) -> float:
+    """images/s of the bare loop over epochs 2..E: same loader, model and optimiser as ``train(config)``."""
+    from sag.data import load_dataset, make_train_loader
+    from sag.engine import build_optimizer, carve_validation, default_val_ids
+    from sag.models import build_model
+
+    cfg = config.resolved()
+    dataset = load_dataset("synthetic", cfg.data_root, generate_if_missing=True, **cfg.dataset_options)
+    split = carve_validation(dataset.train, default_val_ids(dataset.num_train_ids), seed=cfg.seed)
+    torch.manual_seed(cfg.seed)
+    model = build_model(
+        cfg.backbone, num_classes=split.num_classes, depths=cfg.depths, preset=cfg.preset, input_size=cfg.input_size
+    )
+    optimizer = build_optimizer(model, cfg.recipe, cfg.lr)
+    loader = make_train_loader(
+        split.train, preset=cfg.preset, batch_size=cfg.batch_size, seed=cfg.seed, size=cfg.input_size, progress=False
+    )
+    model.train()
+    seen, start = 0, 0.0
+    for epoch in range(1, cfg.epochs + 1):
+        loader.set_epoch(epoch)
+        for images, pids in loader:
+            loss = F.cross_entropy(model(images), pids)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            seen += len(pids) if epoch > 1 else 0
+        if epoch == 1:
+            start = time.perf_counter()
+    return seen / (time.perf_counter() - start)
+
+
+def measure(scale: str, root: Path) -> dict[str, Any]:
+    """Bare loop, train (default interval), train (every epoch), bare loop again; in that order."""
+    from sag.engine import TrainConfig
+
+    options = SCALES[scale]
+    base = {"dataset": "synthetic", "data_root": str(root / "data"), "device": "cpu", "progress": False}
+
+    def config(name: str) -> TrainConfig:
+        return TrainConfig(**(base | options | {"out": str(root / name)}))
+
+    bare = [bare_images_per_s(config("bare"))]
+    engine, engine_detail = engine_images_per_s(config("engine"), every_epoch=False)
+    every, every_detail = engine_images_per_s(config("every"), every_epoch=True)
+    bare.append(bare_images_per_s(config("bare")))
+    reference = sum(bare) / len(bare)
+    return {
+        "bare": bare,
+        "engine": engine,
+        "every_epoch": every,
+        "overhead": reference / engine - 1,
+        "overhead_every_epoch": reference / every - 1,
+        "engine_detail": engine_detail,
+        "every_detail": every_detail,
+    }
+
+
+def report(scale: str, result: dict[str, Any]) -> str:
+    """Markdown rows for one scale."""
+    o = SCALES[scale]
+    what = f"{o['backbone']} SAG-D4, {o['input_size'][0]}x{o['input_size'][1]}, {o['epochs']} epochs"
+    bare = " / ".join(f"{x:.1f}" for x in result["bare"])
+    return "\n".join(
+        [
+            f"| {what} | bare loop (two runs) | {bare} | |",
+            f"| {what} | `sag.engine.train`, checkpoint interval {_interval()} | {result['engine']:.1f} "
+            f"| {100 * result['overhead']:+.1f} % |",
+            f"| {what} | `sag.engine.train`, checkpoint every epoch | {result['every_epoch']:.1f} "
+            f"| {100 * result['overhead_every_epoch']:+.1f} % |",
+        ]
+    )
+
+
+def _interval() -> str:
+    from sag.engine import trainer
+
+    return f"{trainer.CHECKPOINT_SECONDS:g} s"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scale", choices=sorted(SCALES), nargs="+", default=["demo", "resnet50"])
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--write", action="store_true", help="update the engine_overhead section of RESULTS.md")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    load_before = common.load_average()
+    rows = []
+    for scale in args.scale:
+        with tempfile.TemporaryDirectory() as tmp:
+            result = measure(scale, Path(tmp))
+        print(scale, result, flush=True)
+        rows.append(report(scale, result))
+    header = "| scale | loop | training images/s (epochs 2..E) | overhead vs bare |\n|---|---|---:|---:|"
+    text = header + "\n" + "\n".join(rows)
+    print(text)
+    if args.write:
+        section = (
+            f"{START}\n## Engine overhead (`benchmarks/engine_overhead.py`)\n\n"
+            f"- machine: {common.machine()}\n"
+            f"- load average before / after: {load_before} / {common.load_average()}\n"
+            "- overhead = bare images/s (mean of the two runs) / engine images/s - 1; the engine's time includes its "
+            "validation, checkpoint writes (with fsync) and logging\n\n"
+            f"{text}\n{END}"
+        )
+        print(f"updated {common.update_results(section, START, END)}")
+
+
+if __name__ == "__main__":
+    main()
