@@ -101,7 +101,7 @@ def markdown(rows: list[dict[str, object]], args: argparse.Namespace, device: to
     ]
     if device.type != "cuda":
         lines.append(
-            "- no GPU was lent to this task: CPU only. On a GPU the resident path's augmentation runs on the "
+            "- CPU only: not yet measured on a GPU. On a GPU the resident path's augmentation runs on the "
             "device; rerun `python benchmarks/data_bench.py --device cuda` there to fill in GPU numbers."
         )
     if args.note:

@@ -32,8 +32,8 @@ from _common import RESULTS, load_average, machine, sync, update_results
 
 NUM_CLASSES = 751  # Market-1501's training ids
 MARKET_RECIPE_IMAGES = 12_936 * 200  # the paper's 200 epochs over Market-1501's training set
-TARGET_IMG_S = 4_000  # issue 5: bf16, batch 256, one H100
-TARGET_MINUTES = 15  # issue 5: the 200-epoch Market recipe on one H100
+TARGET_IMG_S = 4_000  # target: bf16, batch 256, one H100
+TARGET_MINUTES = 15  # target: the 200-epoch Market recipe on one H100
 START, END = "<!-- train_throughput:start -->", "<!-- train_throughput:end -->"
 
 
@@ -168,7 +168,7 @@ def markdown(rows: list[dict], flops: dict[str, float], args: argparse.Namespace
         + (", torch.compile" if args.compile else ""),
         "- FLOPs per training image (torch.utils.flop_counter, forward + backward, a multiply-add = 2): "
         + "; ".join(f"{name} {value / 1e9:.2f} GFLOP" for name, value in flops.items())
-        + " (issue 5 estimates about 25 GFLOP for SAG-R50-D4)",
+        + " (the estimate for SAG-R50-D4 was about 25 GFLOP)",
         "",
         "| model | batch | precision | images/s | achieved TFLOP/s | vs baseline |",
         "|---|---:|---|---:|---:|---:|",
@@ -202,7 +202,7 @@ def markdown(rows: list[dict], flops: dict[str, float], args: argparse.Namespace
             )
     else:
         lines.append(
-            f"No GPU was lent to this task, so the GPU targets (>= {TARGET_IMG_S:,} images/s in bf16 at batch 256 on "
+            f"Not yet measured on a GPU: the GPU targets (>= {TARGET_IMG_S:,} images/s in bf16 at batch 256 on "
             f"one H100; the 200-epoch Market recipe in <= {TARGET_MINUTES} minutes) were **not measured**. Rerun "
             "`python benchmarks/train_throughput.py` on a GPU machine to fill them in."
         )

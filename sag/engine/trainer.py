@@ -44,7 +44,7 @@ from sag.engine.split import carve_validation, default_val_ids
 from sag.evaluation import evaluate
 
 EpochCallback = Callable[[dict[str, Any]], None]
-CHECKPOINT_SECONDS = 300.0  # last.pt (and a pending best.pt) at most this often, plus after the last epoch
+CHECKPOINT_OVERHEAD = 0.05  # at most this fraction of the run's time goes to writing last.pt (see _checkpoint_due)
 
 
 @dataclass
@@ -82,7 +82,8 @@ class _Run:
         self.cfg, self.ctx, self.callbacks = cfg, ctx, list(callbacks)
         self.run_dir = Path(cfg.out)
         self.device = ctx.device
-        self.start_time = self.last_checkpoint = time.perf_counter()
+        self.start_time = time.perf_counter()
+        self.last_checkpoint: tuple[float, float] | None = None  # (when the last one ended, how long it took)
         self.save_now = False  # set (e.g. by a signal handler) to checkpoint after the current epoch
         self.pending_best: tuple[int, dict[str, torch.Tensor]] | None = None  # best weights not yet in best.pt
 
@@ -450,20 +451,22 @@ class _Run:
         return self.wall_before + time.perf_counter() - self.start_time
 
     def _checkpoint_due(self, epoch: int) -> bool:
-        """After the last epoch, when asked (``save_now``), or once ``CHECKPOINT_SECONDS`` passed since the last."""
-        return (
-            epoch == self.cfg.epochs
-            or self.save_now
-            or time.perf_counter() - self.last_checkpoint >= CHECKPOINT_SECONDS
-        )
+        """After the first and the last epoch of a session, when asked (``save_now``), and otherwise once the time
+        since the last checkpoint is long enough that writing one costs at most ``CHECKPOINT_OVERHEAD`` of it."""
+        if epoch == self.cfg.epochs or self.save_now or self.last_checkpoint is None:
+            return True
+        ended, cost = self.last_checkpoint
+        return cost <= CHECKPOINT_OVERHEAD * (time.perf_counter() - ended)
 
     def _checkpoint(self, epoch: int) -> None:
         """Write the pending best.pt, then last.pt: a resumed run never finds a best.pt newer than its last.pt."""
         if self.pending_best is not None:
             self._save_best(*self.pending_best)
             self.pending_best = None
+        start = time.perf_counter()
         ckpt.save_checkpoint(self.run_dir / "last.pt", self._state(epoch))
-        self.last_checkpoint, self.save_now = time.perf_counter(), False
+        now = time.perf_counter()
+        self.last_checkpoint, self.save_now = (now, now - start), False
 
     def _keep_best(self, epoch: int) -> None:
         """Hold the new best weights on the CPU until the next checkpoint writes them to best.pt."""
