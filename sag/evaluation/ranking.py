@@ -48,9 +48,10 @@ def evaluate_ranking(
 
     Distances may be +-inf (+inf: never retrieved before a finite distance); NaN raises ValueError. Inputs may
     be numpy arrays or torch tensors; the work runs on ``distmat``'s device, in chunks of queries so that the
-    memory beyond the matrix stays bounded. Rows are never fully sorted: only the gallery images up to a query's
-    farthest good image are extracted and sorted, so a good model (good matches near the top) costs little more
-    than one pass over the matrix, and a random one about a sort of every row.
+    memory beyond the matrix stays bounded. Nothing is sorted but each query's few good images: a good image's
+    rank is the number of kept gallery images before it, counted from per-row distance bins (see
+    ``RankingAccumulator._others_before``), so the cost is a few passes over the matrix whatever the model (good
+    matches near the top or anywhere), and exact: the same ranks as a stable sort of every row.
 
     Returns ``cmc`` (numpy, ``cmc[k-1]`` = rank-k accuracy), ``mAP``, ``mINP``, ``rank1`` / ``rank5`` /
     ``rank10`` (those <= ``max_rank``), ``AP`` (per query, NaN when skipped), ``num_valid_queries`` and
