@@ -8,7 +8,7 @@ to the end of epoch E-1, so those epochs' validation, checkpoints and logging co
 the first checkpoint, epoch E the final one. ``train`` runs twice: with the
 default checkpoint rule (``CHECKPOINT_OVERHEAD``) and with a checkpoint after every epoch, as before.
 
-  python benchmarks/engine_overhead.py --scale demo       # resnet18 SAG-D4, 64x32, the demo's synthetic set
+  python benchmarks/engine_overhead.py --scale demo       # the demo: resnet_small SAG-D4, 64x32, its synthetic set
   python benchmarks/engine_overhead.py --scale resnet50   # ResNet-50 SAG-D4, 160x64, a small synthetic set
   python benchmarks/engine_overhead.py --scale demo --write   # also update RESULTS.md
 """
@@ -28,16 +28,12 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as common
 
+from sag.commands.train import DEMO_DEFAULTS
+
 START, END = "<!-- engine_overhead:start -->", "<!-- engine_overhead:end -->"
 SCALES: dict[str, dict[str, Any]] = {
-    # the demo (python -m sag train): resnet18, validated every epoch; the synthetic set at half the demo's ids
-    "demo": {
-        "backbone": "resnet18",
-        "input_size": (64, 32),
-        "epochs": 4,
-        "eval_every": 1,
-        "dataset_options": {"num_train_ids": 50, "num_test_ids": 20},
-    },
+    # the demo: exactly what a bare `python -m sag train` runs (its data root aside)
+    "demo": {k: v for k, v in DEMO_DEFAULTS.items() if k != "data_root"},
     # the paper's network and input size (validation every 10 epochs and after the last one); a synthetic set
     # small enough for one CPU step per epoch
     "resnet50": {
@@ -82,14 +78,21 @@ def bare_images_per_s(config: Any) -> float:
 
     cfg = config.resolved()
     dataset = load_dataset("synthetic", cfg.data_root, generate_if_missing=True, **cfg.dataset_options)
-    split = carve_validation(dataset.train, default_val_ids(dataset.num_train_ids), seed=cfg.seed)
+    val_ids = default_val_ids(dataset.num_train_ids) if cfg.val_ids is None else cfg.val_ids
+    split = carve_validation(dataset.train, val_ids, seed=cfg.seed)
     torch.manual_seed(cfg.seed)
     model = build_model(
         cfg.backbone, num_classes=split.num_classes, depths=cfg.depths, preset=cfg.preset, input_size=cfg.input_size
     )
     optimizer = build_optimizer(model, cfg.recipe, cfg.lr)
     loader = make_train_loader(
-        split.train, preset=cfg.preset, batch_size=cfg.batch_size, seed=cfg.seed, size=cfg.input_size, progress=False
+        split.train,
+        preset=cfg.preset,
+        batch_size=cfg.batch_size,
+        seed=cfg.seed,
+        size=cfg.input_size,
+        resident=cfg.resident,
+        progress=False,
     )
     model.train()
     seen, start = 0, 0.0
@@ -135,7 +138,7 @@ def measure(scale: str, root: Path) -> dict[str, Any]:
 def report(scale: str, result: dict[str, Any]) -> str:
     """Markdown rows for one scale."""
     o = SCALES[scale]
-    what = f"{o['backbone']} SAG-D4, {o['input_size'][0]}x{o['input_size'][1]}, {o['epochs']} epochs"
+    what = f"{scale}: {o['backbone']} SAG-D4, {o['input_size'][0]}x{o['input_size'][1]}, {o['epochs']} epochs"
     bare = " / ".join(f"{x:.1f}" for x in result["bare"])
     return "\n".join(
         [

@@ -460,10 +460,10 @@ class _Run:
 
     def _checkpoint(self, epoch: int) -> None:
         """Write the pending best.pt, then last.pt: a resumed run never finds a best.pt newer than its last.pt."""
+        start = time.perf_counter()
         if self.pending_best is not None:
             self._save_best(*self.pending_best)
             self.pending_best = None
-        start = time.perf_counter()
         ckpt.save_checkpoint(self.run_dir / "last.pt", self._state(epoch))
         now = time.perf_counter()
         self.last_checkpoint, self.save_now = (now, now - start), False
