@@ -19,7 +19,7 @@ from sag.evaluation._ops import (
 
 AP_RULES = ("standard", "trapezoid")
 JUNK_PID = -1  # gallery images of this id are junk for every query (Market-1501)
-_CHUNK_ELEMENTS = 1 << 20  # distance entries ranked at once: bounds the memory used beyond the matrix
+_CHUNK_ELEMENTS = 1 << 22  # distance entries ranked at once: bounds the memory used beyond the matrix
 _DENSE_FRACTION = 0.25  # bin a whole block when more of its entries than this lie below the farthest good one
 
 
