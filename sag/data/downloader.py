@@ -100,8 +100,7 @@ def download(
         raise ValueError(_REFUSED[name])
     if name not in SOURCES:
         raise ValueError(f"cannot download {name!r}; downloadable datasets: {', '.join(SOURCES)}")
-    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-        raise ValueError(f"retries must be 0 or more (--retries N), got {retries!r}")
+    _check_retries(retries)
     source = SOURCES[name]
     root = Path(root).expanduser()
     existing = _existing(name, root)
@@ -145,8 +144,7 @@ def fetch(
     A local failure (disk full, no permission) stops at once with an OSError naming ``dest``; a body longer than
     its Content-Length or than ``max_bytes`` (default ``MAX_DOWNLOAD_BYTES``) is stopped and deleted.
     """
-    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-        raise ValueError(f"retries must be 0 or more (--retries N), got {retries!r}")
+    _check_retries(retries)
     dest = Path(dest)
     max_bytes = MAX_DOWNLOAD_BYTES if max_bytes is None else max_bytes
     last_error: Exception | None = None
@@ -433,6 +431,12 @@ def _too_big(url: str, dest: Path, size: int, limit: int) -> ValueError:
         f"download of {url} stopped: it sent {size:,} bytes or more, over the {limit:,} expected (a wrong address, "
         f"or a server that does not stop); nothing was kept"
     )
+
+
+def _check_retries(retries: int) -> None:
+    """ValueError unless ``retries`` is a whole number >= 0."""
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise ValueError(f"retries must be 0 or more (--retries N), got {retries!r}")
 
 
 def _checked_sha256(value: str | None, source: Source) -> str | None:

@@ -180,8 +180,8 @@ class _Run:
         return found, state
 
     def _lock_run_dir(self, found: list[str] | None = None) -> list[str]:
-        """Rank 0 locks RUN_DIR: first (``found`` None) only if it exists; then creating it and re-listing its run
-        files, refusing files another run wrote meanwhile. Every process raises rank 0's error."""
+        """Rank 0 locks RUN_DIR (at first only if it exists; with ``found``, creating it and refusing run files that
+        another run wrote since ``found`` was listed); returns the run files; every process raises rank 0's error."""
         failure, now = None, list(found or [])
         if self.ctx.is_main and (found is not None or self.run_dir.is_dir()):
             try:

@@ -24,8 +24,7 @@ def to_tensor(x: Any, name: str, device: torch.device | None = None) -> torch.Te
 
 
 def float_matrix(x: Any, name: str, device: torch.device | None = None, rows: str = "") -> torch.Tensor:
-    """A 2-D floating tensor with at least one row and column, or ValueError naming ``name`` (``rows``: what a row
-    is, e.g. "query" or "gallery", so an empty one is reported as such)."""
+    """A 2-D floating tensor with at least one row and column, else ValueError naming ``name`` and ``rows``' set."""
     t = to_tensor(x, name, device)
     if t.dtype not in _FLOAT_DTYPES:
         raise ValueError(f"{name} must hold floating-point values, got dtype {t.dtype}")
