@@ -487,6 +487,13 @@ def test_user_errors_are_one_line_and_debug_shows_the_traceback(monkeypatch, cap
     assert "Traceback (most recent call last)" in capsys.readouterr().err
 
 
+def test_ctrl_c_exits_130_and_sigterm_143(monkeypatch):
+    _fail_with(monkeypatch, KeyboardInterrupt())
+    assert main(["evaluate", "--checkpoint", "x.pt"]) == 130
+    _fail_with(monkeypatch, Interrupted(signal.SIGTERM))
+    assert main(["evaluate", "--checkpoint", "x.pt"]) == 143
+
+
 def test_a_bug_still_shows_its_traceback(monkeypatch):
     _fail_with(monkeypatch, KeyError("internal"))
     with pytest.raises(KeyError):

@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     model, cfg = load_checkpoint(args.checkpoint, device=device)
     name = args.dataset or cfg.dataset
     out = Path(args.out) if args.out else _default_out(Path(args.checkpoint), name, args)
-    check_writable(out)  # before the work, not after it
+    _check_writable(out)  # before the work, not after it
     root = Path(args.data_root or cfg.data_root)
     if not root.exists():
         raise FileNotFoundError(f"data root {root} does not exist; pass --data-root DIR (the folder of {name})")
@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def check_writable(out: Path) -> None:
+def _check_writable(out: Path) -> None:
     """ValueError unless a file can be written at ``out`` (checked by creating a temporary file beside it)."""
     if out.is_dir():
         raise ValueError(f"--out {out} is a folder; give a file path, e.g. {out / 'eval.json'}")
