@@ -29,7 +29,19 @@ ROW_GROUPS = {
     "sag-vs-baseline": ("baseline", "D4"),
 }
 METRICS = ("rank1", "rank5", "rank10", "mAP", "mINP")  # results.csv holds them in percent, like the paper
-CSV_FIELDS = ("row", "depths", "seed", *METRICS, "best_epoch", "epochs", "wall_seconds", "flip", "ap", "average", "run_dir")
+CSV_FIELDS = (
+    "row",
+    "depths",
+    "seed",
+    *METRICS,
+    "best_epoch",
+    "epochs",
+    "wall_seconds",
+    "flip",
+    "ap",
+    "average",
+    "run_dir",
+)
 MANIFEST = "ablation.json"
 # the config fields that must agree between the rows of one ablation (everything but depths, seed, out, ...)
 _SHARED_FIELDS = (

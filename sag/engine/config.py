@@ -37,7 +37,9 @@ class TrainConfig:
     resume: bool = False
     overwrite: bool = False
     pretrained: bool | None = None  # ImageNet weights; None: yes on real datasets, no on the synthetic one
-    val_ids: int | None = None  # validation="ids": held-out ids (None: 10%, 2-100); given alone, >0 means "ids", 0 "none"
+    val_ids: int | None = (
+        None  # validation="ids": held-out ids (None: 10%, 2-100); given alone, >0 means "ids", 0 "none"
+    )
     validation: str | None = None  # "images" (one image per id, loss only) | "ids" | "none"; None: the preset's
     test_checkpoint: str | None = None  # "best" (validation) | "last" epoch is tested; None: the preset's
     drop_last: bool | None = None  # drop each epoch's incomplete last batch; None: the preset's
@@ -136,7 +138,9 @@ class TrainConfig:
             if value is not None and value not in options:
                 raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(options)}")
         if self.val_ids and self.validation not in (None, "ids"):
-            raise ValueError(f"--val-ids {self.val_ids} holds out ids: it needs --validation ids, not {self.validation}")
+            raise ValueError(
+                f"--val-ids {self.val_ids} holds out ids: it needs --validation ids, not {self.validation}"
+            )
         if self.resume and self.overwrite:
             raise ValueError("--resume and --overwrite exclude each other: continue the run, or start it over")
         height, width = self.input_size

@@ -144,4 +144,3 @@ def build_scheduler(optimizer: torch.optim.Optimizer, recipe: Recipe) -> torch.o
         for _ in range(recipe.step_offset):
             scheduler.step()
     return scheduler
-

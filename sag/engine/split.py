@@ -17,7 +17,7 @@ class ValidationSplit(NamedTuple):
     gallery: list[Any]  # the other images of the held-out ids
     num_classes: int
     held_out: list[int]  # original pids held out
-    images: list[Any] = []  # validation images of trained ids (pid relabelled like train): loss and accuracy only
+    images: tuple[Any, ...] = ()  # validation images of trained ids (pid relabelled like train): loss, accuracy only
 
 
 def default_val_ids(num_ids: int) -> int:
@@ -38,7 +38,7 @@ def hold_out_images(records: Sequence[Any]) -> ValidationSplit:
     first = {min(group, key=lambda r: str(r.path)) for group in by_id.values() if len(group) > 1}
     train = [r for r in records if r not in first]
     val = sorted(first, key=lambda r: (int(r.pid), str(r.path)))
-    return ValidationSplit(_relabel(train, ids), [], [], len(ids), [], _relabel(val, ids))
+    return ValidationSplit(_relabel(train, ids), [], [], len(ids), [], tuple(_relabel(val, ids)))
 
 
 def carve_validation(records: Sequence[Any], val_ids: int, seed: int = 0) -> ValidationSplit:

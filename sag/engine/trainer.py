@@ -320,7 +320,7 @@ class _Run:
             f"  train: {len(split.train)} images of {split.num_classes} ids; {val}\n"
             f"  epochs {start_epoch}..{cfg.epochs}, {batch}, SGD lr {cfg.lr:g} / {lr_new:g} "
             f"m={recipe.momentum} wd={recipe.weight_decay:g}{' nesterov' if recipe.nesterov else ''}, "
-            f"StepLR({recipe.step_size}, {recipe.gamma:g}{', stepped before each epoch' if recipe.step_offset else ''})\n"
+            f"StepLR({recipe.step_size}, {recipe.gamma:g}), epoch 1 at step {recipe.step_offset}\n"
             f"  test: {tested}, {describe_record(cfg.protocol)}\n"
             f"  {cfg.precision} on {self.device}{', channels_last' if cfg.channels_last else ''}"
             f"{', compiled' if cfg.compile else ''}{', device-resident data' if cfg.resident else ''} -> {self.run_dir}"

@@ -106,7 +106,7 @@ def build_model(
 
 
 def _weights_error(weights: Any, err: OSError) -> FileNotFoundError:
-    """The one-line error for ImageNet weights neither cached nor downloadable: how to train without them, or offline."""
+    """The one-line error for ImageNet weights neither cached nor downloadable: how to do without, or offline."""
     import torch
 
     name = weights.url.rsplit("/", 1)[-1]
