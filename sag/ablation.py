@@ -47,7 +47,7 @@ MANIFEST = "ablation.json"
 _SHARED_FIELDS = (
     "dataset", "backbone", "preset", "epochs", "batch_size", "lr", "precision", "pretrained",
     "val_ids", "input_size", "dataset_options", "eval_every",
-    "validation", "test_checkpoint", "drop_last", "flip", "ap", "average",
+    "validation", "test_checkpoint", "drop_last", "flip", "ap", "average", "zero_center",
 )  # fmt: skip
 
 

@@ -369,3 +369,20 @@ def test_cli_pretrained_defaults(tmp_path):
     cfg = config_from_args(args).resolved()
     assert cfg.protocol == {"flip": False, "ap": "standard", "average": "valid"}
     assert dataclasses.replace(cfg, preset="released_code").resolved().flip is False  # given values stay
+
+
+def test_zero_center_reading_of_the_paper_is_an_option():
+    from sag.data.transforms import IMAGENET_MEAN, build_transforms
+
+    assert TrainConfig().resolved().transforms == "paper"  # default reading: the [-1, 1] scaling alone
+    config = TrainConfig(zero_center=True).resolved()
+    assert config.to_dict()["zero_center"] is True  # recorded in config.json
+    from PIL import Image
+
+    image = Image.new("RGB", (32, 64), (200, 100, 50))
+    x = build_transforms(config.transforms, train=False, size=(64, 32))(image)[:, 0, 0]
+    pixel = torch.tensor([200, 100, 50]) / 255
+    expected = (2 * pixel - 1) - (2 * torch.tensor(IMAGENET_MEAN) - 1)  # [-1, 1], then minus the mean pixel
+    torch.testing.assert_close(x, expected.float(), atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="--zero-center applies to the \\[-1, 1\\] pixels of the paper preset"):
+        TrainConfig(preset="released_code", zero_center=True).resolved().validate()

@@ -56,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
         model,
         dataset,
         preset=cfg.preset,
+        transforms=cfg.transforms,
         size=cfg.input_size,
         device=device,
         batch_size=args.batch_size,

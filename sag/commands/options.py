@@ -74,6 +74,9 @@ def add_training_options(parser: argparse.ArgumentParser, dataset_default: str) 
     recipe.add_argument("--epochs", type=int, metavar="N", help="default: the preset's (200 paper, 201 released_code)")
     recipe.add_argument("--batch-size", type=int, metavar="N", help="per process (default 32 paper, 64 released)")
     recipe.add_argument("--lr", type=float, help="backbone lr; new layers get 10x (default 0.01)")
+    recipe.add_argument(
+        "--zero-center", action="store_true", default=None, help="paper: minus the ImageNet mean pixel after [-1, 1]"
+    )
     recipe.add_argument("--test-checkpoint", choices=TEST_CHECKPOINTS, help="epoch tested (best paper, last released)")
     recipe.add_argument(
         "--drop-last", action=argparse.BooleanOptionalAction, default=None, help="drop incomplete batches (paper: yes)"

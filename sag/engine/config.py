@@ -46,6 +46,7 @@ class TrainConfig:
     flip: bool | None = None  # test protocol (sag.evaluation.protocol); None: the preset's
     ap: str | None = None  # "standard" | "trapezoid"
     average: str | None = None  # "valid" | "all"
+    zero_center: bool = False  # paper only: after the [-1, 1] scaling, subtract the (ImageNet) mean pixel
     resident: bool = False
     channels_last: bool = False
     compile: bool = False
@@ -95,6 +96,16 @@ class TrainConfig:
         )
 
     @property
+    def transforms(self) -> Any:
+        """What the data loaders normalise with: the preset's name, or with ``zero_center`` an AugmentConfig whose
+        Normalize is (x - m) / 0.5 = (2x - 1) - (2m - 1): the [-1, 1] pixels minus the ImageNet mean pixel m."""
+        if not self.zero_center:
+            return self.preset
+        from sag.data.transforms import IMAGENET_MEAN, get_augment
+
+        return get_augment(self.preset, mean=IMAGENET_MEAN)
+
+    @property
     def protocol(self) -> dict[str, Any]:
         """The test protocol of this (resolved) config: {"flip", "ap", "average"}."""
         return get_protocol(self.preset, flip=self.flip, ap=self.ap, average=self.average).to_dict()
@@ -141,6 +152,8 @@ class TrainConfig:
             raise ValueError(
                 f"--val-ids {self.val_ids} holds out ids: it needs --validation ids, not {self.validation}"
             )
+        if self.zero_center and self.recipe.normalization != "[-1, 1]":
+            raise ValueError(f"--zero-center applies to the [-1, 1] pixels of the paper preset, not to {self.preset}")
         if self.resume and self.overwrite:
             raise ValueError("--resume and --overwrite exclude each other: continue the run, or start it over")
         height, width = self.input_size
@@ -176,6 +189,7 @@ IDENTITY_FIELDS = (
     "val_ids",
     "validation",
     "drop_last",
+    "zero_center",
     "input_size",
     "dataset_options",
 )

@@ -226,7 +226,7 @@ class _Run:
         cfg = self.cfg
         loader = make_train_loader(
             self.split.train,
-            preset=cfg.preset,
+            preset=cfg.transforms,
             batch_size=cfg.batch_size,
             workers=cfg.workers,
             seed=cfg.seed,
@@ -453,7 +453,7 @@ class _Run:
         from sag.data import make_eval_loader
 
         cfg, model = self.cfg, self.model
-        loader = make_eval_loader(self.split.images, preset=cfg.preset, workers=cfg.workers, size=cfg.input_size)
+        loader = make_eval_loader(self.split.images, preset=cfg.transforms, workers=cfg.workers, size=cfg.input_size)
         was_training = model.training
         model.eval()
         loss_sum, correct, seen = 0.0, 0, 0
@@ -481,6 +481,7 @@ class _Run:
             flip=cfg.flip,
             ap=cfg.ap,
             average=cfg.average,
+            transforms=cfg.transforms,
         )
 
     def _state(self, epoch: int) -> dict[str, Any]:

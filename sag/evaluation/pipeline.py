@@ -33,6 +33,7 @@ def evaluate(
     workers: int = 0,
     size: tuple[int, int] | None = None,
     average: str | None = None,
+    transforms: Any = None,
 ) -> dict[str, Any]:
     """Evaluate ``model`` on a ``sag.data.ReIDDataset``'s query and gallery under the dataset's protocol.
 
@@ -46,7 +47,8 @@ def evaluate(
     ``dataset.multi_query`` images (Market-1501's gt_bbox) of its person and camera (``pooling`` mean or max).
     A CUHK03 classic dataset (``dataset.protocol == "classic"``) gets single-gallery-shot CMC. ``workers``:
     DataLoader processes decoding the images; ``size``: (H, W) the images are resized to (default: the
-    model's own ``input_size``, the size it was built and trained at, else the data pipeline's 160 x 64).
+    model's own ``input_size``, the size it was built and trained at, else the data pipeline's 160 x 64);
+    ``transforms``: an AugmentConfig (or preset name) for the test images instead of ``preset``'s.
     """
     from sag.data import make_eval_loader  # here, so that sag.evaluation imports without the data stack
 
@@ -59,7 +61,9 @@ def evaluate(
         if not records:
             raise ValueError(f"dataset {getattr(dataset, 'name', '?')!r} has no {what} images")
         options = {} if size is None else {"size": tuple(size)}
-        loader = make_eval_loader(records, preset=preset, batch_size=batch_size, workers=workers, **options)
+        loader = make_eval_loader(
+            records, preset=transforms or preset, batch_size=batch_size, workers=workers, **options
+        )
         return extract_features(model, loader, flip=protocol.flip, device=device, desc=what)
 
     q_feats, q_pids, q_camids = features(dataset.query, "query")
