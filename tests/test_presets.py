@@ -239,6 +239,8 @@ def test_preset_defaults_of_a_run(preset, expected):
     assert config.protocol == PROTOCOLS[preset].to_dict()
     assert config.pretrained is False  # the synthetic demo trains from scratch
     assert TrainConfig(preset=preset, dataset="market1501", data_root="data").resolved().pretrained is True
+    small = TrainConfig(preset=preset, dataset="market1501", data_root="data", backbone="resnet_small")
+    assert small.resolved().pretrained is False  # no ImageNet weights exist for it
     assert TrainConfig(preset=preset, val_ids=5).resolved().validation == "ids"  # the former default, on request
     with pytest.raises(ValueError, match="--val-ids 5 holds out ids: it needs --validation ids, not images"):
         TrainConfig(preset=preset, val_ids=5, validation="images").resolved().validate()

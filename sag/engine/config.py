@@ -36,7 +36,7 @@ class TrainConfig:
     out: str = "runs/sag"
     resume: bool = False
     overwrite: bool = False
-    pretrained: bool | None = None  # ImageNet weights; None: yes on real datasets, no on the synthetic one
+    pretrained: bool | None = None  # ImageNet weights; None: yes on real datasets (backbones that have them)
     val_ids: int | None = (
         None  # validation="ids": held-out ids (None: 10%, 2-100); given alone, >0 means "ids", 0 "none"
     )
@@ -66,7 +66,7 @@ class TrainConfig:
 
     def resolved(self) -> TrainConfig:
         """A copy with every None filled in: the preset's recipe and test protocol, the data root, ImageNet weights
-        on real datasets (not on the synthetic one)."""
+        on real datasets (not on the synthetic one, nor for a backbone without them such as resnet_small)."""
         recipe = self.recipe
         root = self.data_root
         if root is None and self.dataset == "synthetic":
@@ -76,6 +76,9 @@ class TrainConfig:
             validation = recipe.validation if not self.val_ids else "ids"
             validation = "none" if self.val_ids == 0 else validation
         protocol = get_protocol(self.preset, flip=self.flip, ap=self.ap, average=self.average)
+        from sag.models.factory import SMALL_BACKBONES  # deferred: the config module stays light
+
+        weights_exist = self.backbone not in SMALL_BACKBONES
 
         def pick(value: Any, default: Any) -> Any:
             return default if value is None else value
@@ -86,7 +89,7 @@ class TrainConfig:
             batch_size=pick(self.batch_size, recipe.batch_size),
             lr=pick(self.lr, recipe.lr_backbone),
             data_root=root,
-            pretrained=pick(self.pretrained, self.dataset != "synthetic"),
+            pretrained=pick(self.pretrained, self.dataset != "synthetic" and weights_exist),
             validation=validation,
             test_checkpoint=pick(self.test_checkpoint, recipe.test_checkpoint),
             drop_last=pick(self.drop_last, recipe.drop_last),
