@@ -84,6 +84,7 @@ def isolated_python(tmp_path_factory, _site_view) -> Path:
 @pytest.fixture
 def isolated_env() -> dict[str, str]:
     """Environment for commands in an isolated venv: no PYTHONPATH (so no checkout on the path), pip offline."""
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PIP_CONSTRAINT")}
-    env.update(PIP_NO_INDEX="1", PIP_NO_BUILD_ISOLATION="0", PIP_DISABLE_PIP_VERSION_CHECK="1", MPLBACKEND="Agg")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV") and not k.startswith("PIP_")}
+    # pip with no configuration files, no index and no build isolation (PIP_NO_BUILD_ISOLATION=0 turns it off)
+    env.update(PIP_CONFIG_FILE=os.devnull, PIP_NO_INDEX="1", PIP_NO_BUILD_ISOLATION="0", MPLBACKEND="Agg")
     return env
