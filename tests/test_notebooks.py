@@ -282,6 +282,9 @@ def test_literalinclude_inlines_the_selected_package_code():
     source = (ROOT / "sag" / "models" / "sag_module.py").read_text()
     assert text.startswith("```python\ndef grid_softmax(") and text.endswith("\n```")
     assert text.removeprefix("```python\n").removesuffix("\n```") in source
+    assert (
+        _md("```{code-block} python\na = 1\n\n\nb = 2\n```") == "```python\na = 1\n\n\nb = 2\n```"
+    )  # blank lines kept
     first_two = "".join((ROOT / "sag" / "resources.py").read_text().splitlines(keepends=True)[:2]).rstrip("\n")
     assert _md("```{literalinclude} ../sag/resources.py\n:lines: 1-2\n```") == f"```python\n{first_two}\n```"
     with pytest.raises(FileNotFoundError, match="not a file of the repository"):
@@ -341,7 +344,7 @@ def test_labels_equations_and_figures_of_a_small_book(tmp_path):
         "([2](02_two.ipynb#eq-b)), [Fig. 2.1](02_two.ipynb#fig-a), [B](02_two.ipynb#sec-b), [Two](02_two.ipynb), "
         f"[Preface](00_preface.ipynb), [Welcome]({url})"
     )
-    assert index.figure_caption("02_two", "fig-a") == '<a id="fig-a"></a>**Fig. 2.1.** A plot.'
+    assert index.figure_caption("02_two", "fig-a") == ('<a id="fig-a"></a>**Fig. 2.1.** A plot.', [])
     assert index.markdown("02_two", "(sec-b)=\n## Again")[0].startswith('<a id="sec-b">')
     with pytest.raises(ValueError, match=r"directive \{list-table\} has no plain Jupyter form"):
         index.markdown("02_two", "```{list-table}\n* - a\n```")

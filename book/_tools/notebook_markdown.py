@@ -151,12 +151,12 @@ class BookIndex:
             raise ValueError(f"label {label!r} is defined in both {self.targets[label].doc} and {target.doc}")
         self.targets[label] = target
 
-    def figure_caption(self, doc: str, name: str) -> str:
-        """The notebook form of a code cell's figure caption: an anchor, the number and the caption."""
+    def figure_caption(self, doc: str, name: str) -> tuple[str, list[str]]:
+        """A code cell's figure caption as markdown (an anchor, the number, the caption) and the keys it cites."""
         target = self.targets[name]
         cell = Cell(doc, self.book)
         caption = self._inline(target.title.strip(), cell)
-        return f'<a id="{name}"></a>**{FIGURE_FORMAT.format(target.number)}.** {caption}'.rstrip()
+        return f'<a id="{name}"></a>**{FIGURE_FORMAT.format(target.number)}.** {caption}'.rstrip(), cell.cited
 
     def references(self, keys: list[str]) -> str:
         """A markdown "References" section listing the bibliography entries ``keys``."""
@@ -168,8 +168,11 @@ class BookIndex:
     def markdown(self, doc: str, source: str) -> tuple[str, dict[str, dict[str, str]], list[str]]:
         """Plain Jupyter markdown for one MyST markdown cell of ``doc``: (text, attachments, cited keys)."""
         cell = Cell(doc, self.book)
-        text = self._blocks(source, cell)
-        return re.sub(r"\n{3,}", "\n\n", text).strip("\n"), cell.attachments, cell.cited
+        text = "\n".join(
+            part if is_code else re.sub(r"\n{3,}", "\n\n", part)  # code keeps its blank lines
+            for part, is_code in _split_code(self._blocks(source, cell))
+        )
+        return text.strip("\n"), cell.attachments, cell.cited
 
     def _blocks(self, source: str, cell: Cell) -> str:
         """Convert text and directives of a (part of a) cell; plain code fences pass unchanged."""

@@ -115,7 +115,9 @@ def notebook_form(nb: nbformat.NotebookNode, doc: str, index: BookIndex) -> nbfo
             cells.append(cell)
             figure = (cell.get("metadata", {}).get("mystnb") or {}).get("figure") or {}
             if figure.get("name"):
-                cells.append(nbformat.v4.new_markdown_cell(index.figure_caption(doc, figure["name"])))
+                caption, keys = index.figure_caption(doc, figure["name"])
+                cells.append(nbformat.v4.new_markdown_cell(caption))
+                cited += [key for key in keys if key not in cited]
             continue
         cell.source, attachments, keys = index.markdown(doc, cell.source)
         if attachments:
