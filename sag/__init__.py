@@ -12,6 +12,8 @@ __getattr__ = lazy_exports(
     __name__,
     {
         "models": ("build_model",),
-        **dict.fromkeys(("ablation", "analysis", "book", "data", "engine", "evaluation", "paper", "plots"), ()),
+        **dict.fromkeys(
+            ("ablation", "analysis", "book", "data", "engine", "evaluation", "paper", "plots", "resources"), ()
+        ),
     },
 )
