@@ -1,13 +1,21 @@
 """Evaluation: embeddings -> distances -> CMC / mAP / mINP, multi-query, CUHK03 classic, exact re-ranking."""
 
-from sag.evaluation.cuhk03 import average_splits, evaluate_cuhk03_classic
-from sag.evaluation.distance import METRICS, pairwise_distance
-from sag.evaluation.features import extract_features
-from sag.evaluation.multi_query import POOLINGS, multi_query_features
-from sag.evaluation.pipeline import evaluate, evaluate_features
-from sag.evaluation.protocol import AVERAGES, PROTOCOLS, Protocol, get_protocol
-from sag.evaluation.ranking import AP_RULES, RankingAccumulator, evaluate_ranking
-from sag.evaluation.rerank import re_ranking
+from sag._lazy import lazy_exports
+
+# module -> the names it exports; imported on first use, so that sag.evaluation.protocol stays free of torch
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "cuhk03": ("average_splits", "evaluate_cuhk03_classic"),
+        "distance": ("METRICS", "pairwise_distance"),
+        "features": ("extract_features",),
+        "multi_query": ("POOLINGS", "multi_query_features"),
+        "pipeline": ("evaluate", "evaluate_features"),
+        "protocol": ("AVERAGES", "PROTOCOLS", "Protocol", "get_protocol"),
+        "ranking": ("AP_RULES", "RankingAccumulator", "evaluate_ranking"),
+        "rerank": ("re_ranking",),
+    },
+)
 
 __all__ = [
     "AP_RULES",
