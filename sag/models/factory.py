@@ -32,6 +32,7 @@ OVERRIDES = (
     "pooled_l2",
     "l2_depths",
     "l2_mode",
+    "l2_scale",
     "bottleneck_dim",
     "dropout",
     "leaky_slope",
