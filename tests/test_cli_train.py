@@ -63,10 +63,14 @@ def test_train_options_become_a_config():
 
 def test_bare_train_is_an_offline_demo(capsys):
     cfg = _config([])
-    assert cfg.dataset == "synthetic" and cfg.backbone == DEMO_DEFAULTS["backbone"] and cfg.epochs == 3
-    assert cfg.resolved().data_root == "data/synthetic"
-    assert "no --dataset given: a short offline demo on the synthetic dataset" in capsys.readouterr().out
+    assert cfg.dataset == "synthetic" and cfg.backbone == "resnet_small" == DEMO_DEFAULTS["backbone"]
+    assert (cfg.epochs, cfg.input_size, cfg.resident, cfg.val_ids) == (DEMO_DEFAULTS["epochs"], (64, 32), True, 0)
+    assert cfg.resolved().data_root == "data/synthetic_demo" and cfg.dataset_options["size"] == (64, 32)
+    assert "no --dataset given: a one-minute offline demo on the synthetic dataset" in capsys.readouterr().out
     assert _config(["--backbone", "resnet50"]).backbone == "resnet50"  # given options win over the demo's
+    demo_world = DEMO_DEFAULTS["dataset_options"]
+    assert _config(["--synthetic-ids", "20"]).dataset_options == demo_world | {"num_train_ids": 20}
+    assert TrainConfig().backbone == "resnet50" and TrainConfig().lr is None  # the presets keep their numbers
 
 
 def test_synthetic_size_options():
@@ -180,3 +184,13 @@ def test_evaluate_errors(checkpoint, tmp_path, capsys):
     assert f"checkpoint {tmp_path / 'none.pt'} does not exist" in capsys.readouterr().err
     assert main(["evaluate", "--checkpoint", str(checkpoint), "--data-root", str(tmp_path / "gone")]) == 2
     assert f"data root {tmp_path / 'gone'} does not exist" in capsys.readouterr().err
+
+
+def test_demo_prints_the_untrained_network_beside_the_trained_one(tmp_path):
+    from sag.commands.train import compare_untrained
+    from sag.data import make_synthetic
+
+    root = make_synthetic(tmp_path / "world", **TINY)
+    cfg = TrainConfig(data_root=str(root), dataset_options=TINY, backbone="resnet_small", input_size=(64, 32))
+    table = compare_untrained(cfg, {"rank1": 0.625, "mAP": 0.5})
+    assert "untrained -> trained" in table and "->  62.50" in table and "->  50.00" in table

@@ -292,3 +292,21 @@ def test_pretrained_loads_from_local_hub_cache(tmp_path, monkeypatch):
     model = build_model("resnet18", num_classes=5, depths=(4,), pretrained=True)
     torch.testing.assert_close(model.stem[0].weight, reference.conv1.weight)
     torch.testing.assert_close(model.stages[3][1].conv2.weight, reference.layer4[1].conv2.weight)
+
+
+def test_resnet_small_has_resnet50s_four_stages_and_strides():
+    torch.manual_seed(0)
+    model = build_model("resnet_small", num_classes=7, depths=(1, 2, 3, 4), input_size=(128, 64)).eval()
+    grids = model.attention_grids(torch.randn(2, 3, 128, 64))
+    assert {d: tuple(g.shape[-2:]) for d, g in grids.items()} == {1: (32, 16), 2: (16, 8), 3: (8, 4), 4: (4, 2)}
+    assert [SAGModule is type(m) for m in model.sag.values()] == [True] * 4
+    assert model.feature_dim == 128 and model(torch.randn(2, 3, 128, 64)).shape == (2, 128)
+    baseline = build_model("resnet_small", num_classes=7, depths=()).eval()
+    features, _ = baseline.backbone_features(torch.randn(1, 3, 160, 64))
+    assert features.shape == (1, 128, 5, 2)  # stride 32, as ResNet-50
+    assert sum(p.numel() for p in baseline.parameters()) < 400_000
+
+
+def test_resnet_small_has_no_pretrained_weights():
+    with pytest.raises(ValueError, match=r"backbone 'resnet_small' has no ImageNet weights.*drop --pretrained"):
+        build_model("resnet_small", num_classes=3, pretrained=True)

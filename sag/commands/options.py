@@ -57,7 +57,9 @@ def add_training_options(parser: argparse.ArgumentParser, dataset_default: str) 
     data.add_argument("--cuhk03-split", type=int, metavar="K", help="CUHK03 classic split 0..19 (default 0)")
 
     model = parser.add_argument_group("model")
-    model.add_argument("--backbone", metavar="NAME", help="resnet18/34/50/101/152 (default resnet50, the paper's)")
+    model.add_argument(
+        "--backbone", metavar="NAME", help="resnet18/34/50/101/152 (default resnet50, the paper's), resnet_small"
+    )
     model.add_argument("--pretrained", action="store_true", default=None, help="start from ImageNet weights")
 
     recipe = parser.add_argument_group("recipe")

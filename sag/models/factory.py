@@ -8,7 +8,8 @@ from typing import Any
 from sag.models.heads import HEADS
 from sag.models.network import SAGNet
 
-BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnet_small")
+SMALL_BACKBONES = ("resnet_small",)  # sag.models.small: no ImageNet weights exist
 VALID_DEPTHS = (1, 2, 3, 4)
 UPSAMPLING = ("bilinear", "nearest")
 
@@ -91,6 +92,15 @@ def build_model(
         raise ValueError(f"l2_depths {stray} has no SAG module; choose among the model's depths {depths}")
     _check_input_size(tuple(options["input_size"]) if "input_size" in options else (160, 64), depths)
 
+    if backbone in SMALL_BACKBONES:
+        if pretrained:
+            raise ValueError(
+                f"backbone {backbone!r} has no ImageNet weights (it is sag's own small CPU network); drop "
+                "--pretrained, or choose resnet18/34/50/101/152 for pretrained weights"
+            )
+        from sag.models.small import resnet_small
+
+        return SAGNet(resnet_small(), num_classes, depths, **options)
     weights = None
     if pretrained:
         weights_enum = torchvision.models.get_model_weights(backbone)
