@@ -1,4 +1,4 @@
-"""Recipes (DESIGN.md's table), TrainConfig checks and parsing, and the validation split."""
+"""Recipes (book chapter 8's table), TrainConfig checks and parsing, and the validation split."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ from typing import NamedTuple
 JUNK_PID = -1  # Market-1501 "junk" boxes: removed from the gallery, no influence on the ranking
 DISTRACTOR_PID = 0  # Market-1501 "distractor" boxes (0000): kept in the gallery, always a wrong match
 
-# What the loaders must report on the real datasets: the paper's Table 2 plus DESIGN.md's protocol facts.
+# What the loaders must report on the real datasets: the paper's Table 2 plus the protocols' facts (book chapter 2).
 # Keys are those of ReIDDataset.counts(); CUHK03 is the classic protocol on the detected set (the paper's).
 TABLE2: dict[str, dict[str, int]] = {
     "market1501": {
@@ -44,7 +44,7 @@ TABLE2: dict[str, dict[str, int]] = {
         "gallery_images": 17_661,
     },
 }
-# Facts beyond Table 2 (DESIGN.md; Market's project page for the 2,793 distractors).
+# Facts beyond Table 2 (the datasets' protocols; Market's project page for the 2,793 distractors).
 EXTRA_COUNTS: dict[str, dict[str, int]] = {
     "market1501": {"gallery_images_kept": 15_913, "junk_images": 3_819, "distractor_images": 2_793},
     "dukemtmc": {"gallery_images_kept": 17_661, "junk_images": 0},

@@ -1,4 +1,4 @@
-"""The two training recipes, paper text vs released code (DESIGN.md's table), and the optimiser they build."""
+"""The two training recipes, paper text vs released code (the table of book chapter 8), and the optimiser they build."""
 
 from __future__ import annotations
 

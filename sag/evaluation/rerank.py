@@ -35,7 +35,8 @@ class _Neighbours(NamedTuple):
 def re_ranking(q_feats: Any, g_feats: Any, k1: int = 20, k2: int = 6, lambda_value: float = 0.3) -> torch.Tensor:
     """Re-ranked (Q, G) query-gallery distances by k-reciprocal encoding (Zhong et al., CVPR 2017), exactly.
 
-    Follows the authors' reference code (person-re-ranking, ``python-version/re_ranking_ranklist.py``) on the
+    Follows the authors' reference code (github.com/zhunzhong07/person-re-ranking, not part of this repository:
+    its ``python-version/re_ranking_ranklist.py``) on the
     N = Q + G images: the original distance is the squared Euclidean distance between the features, each row
     divided by its maximum over all N images (for L2-normalised features, 2 - 2 cos); R(p, k1) holds the
     k-reciprocal neighbours among the k1 + 1 nearest images; each member's own k-reciprocal set at

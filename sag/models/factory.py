@@ -16,7 +16,7 @@ UPSAMPLING = ("bilinear", "nearest")
 
 
 def preset_options(preset: str, depths: tuple[int, ...]) -> dict[str, Any]:
-    """Model options of a preset: the paper's text or what the released code does (DESIGN.md's table)."""
+    """Model options of a preset: the paper's text or what the released code does (the table of book chapter 8)."""
     if preset == "paper":
         # bilinear x2 (Eq. 1), fc head; Eq. 7 only below D4, as section 4.6 recommends
         below_d4 = tuple(d for d in depths if d < 4)
@@ -34,6 +34,7 @@ OVERRIDES = (
     "pooled_l2",
     "l2_depths",
     "l2_mode",
+    "l2_scale",
     "bottleneck_dim",
     "dropout",
     "leaky_slope",
@@ -52,7 +53,7 @@ def build_model(
 ) -> SAGNet:
     """Build SAG-ResNet: ``depths=()`` is the baseline, ``(4,)`` the paper's best, any subset of 1..4 allowed.
 
-    Presets (see DESIGN.md and the book's training chapter):
+    Presets (see the book's training chapter, 8):
 
     ===============  ==========================  ====================================================
     option           ``"paper"``                 ``"released_code"``

@@ -13,7 +13,8 @@ How stacked modules are wired (the paper leaves this open; this is our reading):
   D1,2,3,4). The upper branch is only computed up to the deepest SAG module.
 * Eq. 7 (optional, per depth) divides each sample's whole v by its L2 norm. Normalising every grid cell
   across channels instead would cancel the grid (v_j / ||v_j|| = a_j / ||a_j||); ``l2_mode="cell"`` keeps
-  that reading only so the book can show the trap.
+  that reading only so the book can show the trap. ``l2_scale`` multiplies Eq. 7's unit-norm output (1 = as
+  printed; "rms" = every element of RMS 1), which matters where a classifier reads v directly (D4, "fc" head).
 * After stage 4 the lower branch (attended or not) is average-pooled into the embedding.
   With ``depths=()`` this is exactly the torchvision ResNet: the baseline.
 """
@@ -43,6 +44,7 @@ class SAGNet(nn.Module):
         upsample: str = "bilinear",
         l2_depths: Iterable[int] = (),
         l2_mode: str = "sample",
+        l2_scale: float | str = 1.0,
         head: str = "fc",
         pooled_l2: bool = False,
         bottleneck_dim: int = 512,
@@ -61,7 +63,7 @@ class SAGNet(nn.Module):
         self.stages = nn.ModuleList([backbone.layer1, backbone.layer2, backbone.layer3, backbone.layer4])
         channels = [_stage_channels(stage) for stage in self.stages]
         self.sag = nn.ModuleDict(
-            {str(d): SAGModule(channels[d - 1], d in set(l2_depths), l2_mode) for d in self.depths}
+            {str(d): SAGModule(channels[d - 1], d in set(l2_depths), l2_mode, l2_scale) for d in self.depths}
         )
         self.feature_dim = channels[-1]
         self.head = build_head(head, self.feature_dim, num_classes, bottleneck_dim, dropout, leaky_slope)

@@ -8,6 +8,7 @@ from torch import nn
 
 L2_EPS = 1e-12  # Eq. 7's epsilon
 L2_MODES = ("sample", "cell")  # Eq. 7 over all of a sample's v (keeps the grid), or per grid cell (cancels it)
+L2_SCALE_RMS = "rms"  # l2_scale that gives Eq. 7's output a root-mean-square element of 1
 
 
 def grid_softmax(scores: torch.Tensor) -> torch.Tensor:
@@ -41,16 +42,24 @@ class SAGModule(nn.Module):
         l2_mode: ``"sample"`` (default) divides each sample's whole v (C, h, w) by its norm, which keeps the grid's
             relative weights; ``"cell"`` normalises every grid cell across channels, which cancels the grid exactly
             (v_j / ||v_j|| = a_j / ||a_j||): kept only to show that trap (book chapter 7).
+        l2_scale: factor applied to Eq. 7's unit-norm output (a fixed inverse temperature): ``1.0`` is Eq. 7 as
+            printed; ``"rms"`` multiplies by sqrt(number of normalised elements), so every element has RMS 1.
+            Unit-norm features spread over many elements give a classifier tiny logits (book chapter 7).
     """
 
-    def __init__(self, channels: int, l2_normalize: bool = False, l2_mode: str = "sample") -> None:
+    def __init__(
+        self, channels: int, l2_normalize: bool = False, l2_mode: str = "sample", l2_scale: float | str = 1.0
+    ) -> None:
         super().__init__()
         if l2_mode not in L2_MODES:
             raise ValueError(f"unknown l2_mode {l2_mode!r}; valid: {', '.join(L2_MODES)}")
+        if l2_scale != L2_SCALE_RMS and (isinstance(l2_scale, (str, bool)) or not float(l2_scale) > 0):
+            raise ValueError(f"l2_scale must be a positive number or {L2_SCALE_RMS!r}, got {l2_scale!r}")
         self.conv = nn.Conv2d(channels, 1, kernel_size=1)  # Eq. 3: h(x) = w^T x + b
         self.bn = nn.BatchNorm2d(1)
         self.l2_normalize = l2_normalize
         self.l2_mode = l2_mode
+        self.l2_scale = l2_scale if l2_scale == L2_SCALE_RMS else float(l2_scale)
 
     def init_released(self) -> None:
         """The released code's init of the attention conv: kaiming_normal (fan_in); bias and BN keep torch's."""
@@ -66,10 +75,15 @@ class SAGModule(nn.Module):
         aligned = max_filter_align(high, tuple(low.shape[-2:]))  # (N, C, h, w)
         v = aligned * g  # Eq. 6, broadcast over channels
         if self.l2_normalize and self.l2_mode == "cell":
-            v = F.normalize(v, p=2.0, dim=1, eps=L2_EPS)  # Eq. 7 per cell: the grid cancels
+            v = F.normalize(v, p=2.0, dim=1, eps=L2_EPS) * self._scale(v.shape[1])  # Eq. 7 per cell: grid cancels
         elif self.l2_normalize:
             v = F.normalize(v.flatten(1), p=2.0, dim=1, eps=L2_EPS).view_as(v)  # Eq. 7 per sample
+            v = v * self._scale(v[0].numel())
         return v, g
 
+    def _scale(self, elements: int) -> float:
+        """The factor after Eq. 7 for a unit vector of ``elements`` entries."""
+        return elements**0.5 if self.l2_scale == L2_SCALE_RMS else self.l2_scale
+
     def extra_repr(self) -> str:
-        return f"l2_normalize={self.l2_normalize}, l2_mode={self.l2_mode!r}"
+        return f"l2_normalize={self.l2_normalize}, l2_mode={self.l2_mode!r}, l2_scale={self.l2_scale!r}"
