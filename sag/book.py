@@ -303,7 +303,9 @@ def trained_model(mode: BookMode, depths: tuple[int, ...] = (4,), seed: int | No
     world = {} if mode.full else WORLDS[mode.name]
     root = str(mode.data_root) if mode.full else str(synthetic_root(**world))
     fields = {"dataset": mode.dataset, "data_root": root, "dataset_options": world, "preset": "paper",
-              "val_ids": 0, "eval_every": 0, "progress": False, "device": str(mode.device)} | options  # fmt: skip
+              "progress": False, "device": str(mode.device)} | options  # fmt: skip
+    if not mode.full:  # the small runs use every training id and keep the last epoch (full mode validates)
+        fields |= {"val_ids": 0, "eval_every": 0}
     key = hashlib.sha256((package_digest() + json.dumps(fields, sort_keys=True, default=str)).encode()).hexdigest()
     row = "baseline" if not depths else "D" + "_".join(map(str, depths))
     out = _cache_dir() / "models" / f"{row}-seed{fields['seed']}-{key[:12]}"
