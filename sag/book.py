@@ -27,7 +27,7 @@ import os
 import random
 import sys
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -290,29 +290,57 @@ def package_digest() -> str:
     return digest.hexdigest()
 
 
-def trained_model(mode: BookMode, depths: tuple[int, ...] = (4,), seed: int | None = None, **overrides: Any) -> Any:
-    """Train (or reuse) the mode's model with SAG at ``depths``; returns ``(model in eval mode, RunResult)``.
+def book_config(mode: BookMode, **overrides: Any) -> Any:
+    """The TrainConfig of the mode's models (``training`` settings, the mode's world), before depths / seed / out."""
+    from sag.engine import TrainConfig
 
-    The run lives under ``$SAG_CACHE_DIR/models/<row>-<digest>``, the digest covering the sag package's code and
-    every setting, so chapters share a model (chapter 3's baseline, chapter 10's rows) and never a stale one.
-    ``overrides``: TrainConfig fields replacing the mode's ``training`` settings.
-    """
-    from sag.engine import TrainConfig, load_checkpoint, train
-
-    options = mode.training | {"depths": tuple(depths), "seed": mode.seed if seed is None else seed} | overrides
     world = {} if mode.full else WORLDS[mode.name]
     root = str(mode.data_root) if mode.full else str(synthetic_root(**world))
     fields = {"dataset": mode.dataset, "data_root": root, "dataset_options": world, "preset": "paper",
-              "progress": False, "device": str(mode.device)} | options  # fmt: skip
+              "progress": False, "device": str(mode.device), "seed": mode.seed} | mode.training  # fmt: skip
     if not mode.full:  # the small runs use every training id and keep the last epoch (full mode validates)
         fields |= {"val_ids": 0, "eval_every": 0}
-    key = hashlib.sha256((package_digest() + json.dumps(fields, sort_keys=True, default=str)).encode()).hexdigest()
-    row = "baseline" if not depths else "D" + "_".join(map(str, depths))
-    out = _cache_dir() / "models" / f"{row}-seed{fields['seed']}-{key[:12]}"
-    config = TrainConfig(**fields, out=str(out), resume=(out / "last.pt").is_file())
+    return TrainConfig(**(fields | overrides), depths=()).resolved()
+
+
+def book_runs(config: Any) -> Path:
+    """The cached ablation folder of ``config``: ``$SAG_CACHE_DIR/runs/<digest of sag's code and the settings>``."""
+    shared = {k: v for k, v in config.to_dict().items() if k not in ("depths", "seed", "out", "resume", "overwrite")}
+    key = hashlib.sha256((package_digest() + json.dumps(shared, sort_keys=True)).encode()).hexdigest()
+    return _cache_dir() / "runs" / key[:16]
+
+
+def trained_model(mode: BookMode, depths: tuple[int, ...] = (4,), seed: int | None = None, **overrides: Any) -> Any:
+    """Train (or reuse) the mode's model with SAG at ``depths``; returns ``(model in eval mode, RunResult)``.
+
+    Runs live in ``book_runs(...)/<row>/seed<k>``, the layout of ``python -m sag ablate``, under a digest of the
+    sag package's code and every setting: chapters share a model (chapter 3's baseline, chapter 10's rows) and
+    never a stale one; ``book_ablation`` reuses them. ``overrides``: TrainConfig fields replacing the mode's.
+    """
+    import dataclasses
+
+    from sag import paper
+    from sag.ablation import run_dir
+    from sag.engine import load_checkpoint, train
+
+    base = book_config(mode, **overrides)
+    row = next(r for r, d in paper.ROW_DEPTHS.items() if d == tuple(depths))
+    target = run_dir(book_runs(base), row, mode.seed if seed is None else seed)
+    resume = (target / "last.pt").is_file()
+    config = dataclasses.replace(base, depths=tuple(depths), seed=mode.seed if seed is None else seed,
+                                 out=str(target), resume=resume, overwrite=not resume)  # fmt: skip
     result = train(config)
-    model, _ = load_checkpoint(out / "best.pt", device=mode.device)
+    model, _ = load_checkpoint(target / "best.pt", device=mode.device)
     return model.eval(), result
+
+
+def book_ablation(mode: BookMode, rows: Sequence[str], seeds: int = 1, **overrides: Any) -> tuple[list, Path]:
+    """``sag.ablation.run_ablation`` over the mode's cached runs (those of ``trained_model`` are reused)."""
+    from sag.ablation import run_ablation
+
+    base = book_config(mode, **overrides)
+    out = book_runs(base)
+    return run_ablation(base, rows, seeds, out, log=lambda message: None), out
 
 
 def training_flops(backbone: str, depths: tuple[int, ...], input_size: tuple[int, int], classes: int = 751) -> float:

@@ -160,9 +160,9 @@ def test_trained_model_is_cached_by_code_and_settings(monkeypatch, tmp_path):
     sag.book.trained_model(mode, depths=(4,))
     sag.book.trained_model(mode, depths=())
     first, again, baseline = calls
-    assert (
-        first.out == again.out and first.out != baseline.out and Path(first.out).parent == tmp_path / "cache" / "models"
-    )
+    assert first.out == again.out and first.out != baseline.out
+    assert Path(first.out).parts[-2:] == ("D4", "seed0") and Path(baseline.out).parts[-2:] == ("baseline", "seed0")
+    assert Path(first.out).parents[2] == tmp_path / "cache" / "runs"  # the layout of python -m sag ablate
     assert (first.backbone, first.input_size, first.epochs, first.depths) == ("resnet_small", (64, 32), 16, (4,))
     monkeypatch.setattr(sag.book, "package_digest", lambda: "changed code")
     sag.book.trained_model(mode, depths=(4,))
