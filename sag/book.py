@@ -334,6 +334,39 @@ def trained_model(mode: BookMode, depths: tuple[int, ...] = (4,), seed: int | No
     return model.eval(), result
 
 
+def untrained_scores(mode: BookMode, depths: tuple[int, ...] = (4,)) -> dict[str, float]:
+    """Test rank-1 / mAP (fractions) of the network ``trained_model`` would train, at its initial weights."""
+    import dataclasses
+
+    from sag.commands.train import untrained_scores as scores
+
+    return scores(dataclasses.replace(book_config(mode), depths=tuple(depths)))
+
+
+def assert_learned(mode: BookMode, result: Any, depths: tuple[int, ...], num_classes: int | None = None) -> str:
+    """Fail unless the run beat its untrained network by >= 20 rank-1 points and ended below 0.8 ln K; one line.
+
+    ``num_classes`` (K): the run's training identities, read from its checkpoint when not given.
+    """
+    import math
+
+    if num_classes is None:
+        from sag.engine.checkpoint import read_checkpoint
+
+        num_classes = int(read_checkpoint(Path(result.run_dir) / "best.pt")["model_spec"]["num_classes"])
+    before, after = untrained_scores(mode, depths), result.final
+    gain = 100 * (after["rank1"] - before["rank1"])
+    loss = result.history[-1]["loss"]
+    assert gain >= 20, f"the model did not learn: rank-1 {100 * before['rank1']:.1f} -> {100 * after['rank1']:.1f}"
+    assert loss < 0.8 * math.log(num_classes), f"final loss {loss:.2f} is not below 0.8 ln K"
+    row = "baseline" if not depths else "D" + ",".join(map(str, depths))
+    return (
+        f"{row}: test rank-1 {100 * before['rank1']:.1f} -> {100 * after['rank1']:.1f}, mAP {100 * before['mAP']:.1f}"
+        f" -> {100 * after['mAP']:.1f} (untrained -> trained); final loss {loss:.2f} < 0.8 ln K"
+        f" = {0.8 * math.log(num_classes):.2f}"
+    )
+
+
 def book_ablation(mode: BookMode, rows: Sequence[str], seeds: int = 1, **overrides: Any) -> tuple[list, Path]:
     """``sag.ablation.run_ablation`` over the mode's cached runs (those of ``trained_model`` are reused)."""
     from sag.ablation import run_ablation

@@ -169,6 +169,22 @@ def test_trained_model_is_cached_by_code_and_settings(monkeypatch, tmp_path):
     assert calls[-1].out != first.out  # new sag code: a new run folder, never a stale model
 
 
+def test_assert_learned_needs_a_clear_margin_over_the_untrained_network(monkeypatch, tmp_path):
+    import types
+
+    monkeypatch.setattr(sag.book, "untrained_scores", lambda mode, depths: {"rank1": 0.10, "mAP": 0.05})
+    mode = sag.book.BookMode("cpu", torch.device("cpu"), "synthetic", tmp_path, 0)
+    learned = types.SimpleNamespace(final={"rank1": 0.62, "mAP": 0.40}, history=[{"loss": 1.2}])
+    line = sag.book.assert_learned(mode, learned, (4,), num_classes=100)
+    assert line.startswith("D4: test rank-1 10.0 -> 62.0, mAP 5.0 -> 40.0") and "< 0.8 ln K = 3.68" in line
+    with pytest.raises(AssertionError, match=r"did not learn: rank-1 10\.0 -> 25\.0"):
+        sag.book.assert_learned(mode, types.SimpleNamespace(final={"rank1": 0.25, "mAP": 0.2}, history=[{"loss": 1}]),
+                                (), num_classes=100)  # fmt: skip
+    with pytest.raises(AssertionError, match=r"final loss 4\.00 is not below 0\.8 ln K"):
+        sag.book.assert_learned(mode, types.SimpleNamespace(final={"rank1": 0.9, "mAP": 0.8}, history=[{"loss": 4}]),
+                                (), num_classes=100)  # fmt: skip
+
+
 def test_setup_refuses_settings_that_differ_between_modes():
     with pytest.raises(ValueError, match="same keys"):
         sag.book.setup(cpu={"steps": 3}, full={"epochs": 200}, verbose=False)
