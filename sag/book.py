@@ -47,7 +47,9 @@ WORLDS: dict[str, dict[str, Any]] = {
 }
 # What sag.book.trained_model trains in each mode (the model, the input, the recipe's numbers). cpu: the CLI demo's
 # settings (sag.commands.train.DEMO_DEFAULTS). gpu: ResNet-50 at 160x64 in mixed precision, GPU_EPOCHS epochs, sized
-# from measured FLOPs (gpu_seconds) to about 5 minutes per trained model on a T4. full: the paper's recipe.
+# from measured FLOPs to about 5 minutes per trained model on a T4: training_flops gives 24.8 GFLOP per training
+# image for SAG-R50-D4 at 160x64 (5.0 for the baseline), so 3 epochs of the world's ~12,800 training images take
+# gpu_seconds(24.8e9, 38_301) = 234 s at half a T4's fp32 peak (not yet measured on a GPU). full: the paper's.
 GPU_EPOCHS = 3
 TRAINING: dict[str, dict[str, Any]] = {
     "cpu": {
