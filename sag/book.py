@@ -145,13 +145,15 @@ def setup(
 ) -> BookMode:
     """Pick the chapter's mode, prepare its data, seed everything, set the figure style and print the mode.
 
-    ``cpu``, ``gpu`` and ``full`` are the chapter's settings in each mode; they must have the same keys (``gpu``
-    defaults to ``cpu``'s). ``dataset`` is the real dataset full mode uses; ``synthetic`` overrides
-    ``SYNTHETIC_DEFAULTS`` in cpu mode (gpu mode draws ``WORLDS["gpu"]``, Market-1501's scale).
+    ``cpu``, ``gpu`` and ``full`` are the chapter's settings in each mode; they must have the same keys. A chapter
+    that gives ``gpu`` settings gets ``WORLDS["gpu"]`` (Market-1501's scale) in gpu mode; one that does not runs
+    its ``cpu`` settings and world on the GPU. ``dataset`` is the real dataset full mode uses; ``synthetic``
+    overrides ``SYNTHETIC_DEFAULTS`` (the cpu world).
     """
     import torch
 
     cpu, full = dict(cpu or {}), dict(full or {})
+    gpu_given = gpu is not None
     gpu = dict(cpu if gpu is None else gpu)
     if not set(cpu) == set(gpu) == set(full):
         raise ValueError(
@@ -162,8 +164,9 @@ def setup(
     if name == "full":
         root = real_data_root()
         mode = BookMode("full", _device(torch), dataset, root, seed, full, pretrained=True)
-    elif name == "gpu":
-        mode = gpu_mode(seed, gpu)
+    elif name == "gpu":  # a chapter without gpu settings keeps its CPU world (its cells expect that data)
+        world = WORLDS["gpu"] if gpu_given else SYNTHETIC_DEFAULTS | dict(synthetic or {})
+        mode = gpu_mode(seed, gpu, world)
     else:
         mode = BookMode("cpu", torch.device("cpu"), "synthetic", synthetic_root(**dict(synthetic or {})), seed, cpu)
     seed_everything(seed)
@@ -173,7 +176,7 @@ def setup(
     return mode
 
 
-def gpu_mode(seed: int, settings: dict[str, Any]) -> BookMode:
+def gpu_mode(seed: int, settings: dict[str, Any], world: Mapping[str, Any] | None = None) -> BookMode:
     """The gpu mode: CUDA (CPU with a note when forced without one), the Market-scale synthetic world, ImageNet
     weights when they can be downloaded (a chapter's ``pretrained`` setting is dropped, with a note, otherwise)."""
     import torch
@@ -189,7 +192,7 @@ def gpu_mode(seed: int, settings: dict[str, Any]) -> BookMode:
         notes.append(f"no ImageNet weights ({why}): the models train from scratch and learn less in the same time")
         if settings.get("pretrained"):
             settings = settings | {"pretrained": False}
-    root = synthetic_root(**WORLDS["gpu"])
+    root = synthetic_root(**dict(WORLDS["gpu"] if world is None else world))
     return BookMode("gpu", device, "synthetic", root, seed, settings, tuple(notes), pretrained=weights)
 
 

@@ -93,7 +93,10 @@ def test_gpu_mode_falls_back_to_scratch_without_weights_and_to_cpu_without_cuda(
     out = capsys.readouterr().out
     assert "note: no ImageNet weights (URLError: offline): the models train from scratch" in out
     assert "note: SAG_BOOK_MODE=gpu without a CUDA device" in out
-    assert sag.book.setup(cpu={"a": 1}, full={"a": 2}, verbose=False).settings == {"a": 1}  # gpu defaults to cpu's
+    worlds = []
+    monkeypatch.setattr(sag.book, "synthetic_root", lambda **world: worlds.append(world) or tmp_path)
+    plain = sag.book.setup(cpu={"a": 1}, full={"a": 2}, synthetic={"num_train_ids": 5}, verbose=False)
+    assert plain.settings == {"a": 1} and worlds[-1]["num_train_ids"] == 5  # no gpu settings: the cpu ones and world
 
 
 def test_imagenet_weights_available_reports_a_failed_download(monkeypatch, tmp_path):
