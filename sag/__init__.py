@@ -10,7 +10,7 @@ from sag.models import build_model
 __version__ = "0.1.0"
 __all__ = ["__version__", "build_model"]
 
-_SUBMODULES = ("ablation", "analysis", "book", "data", "engine", "evaluation", "models", "paper", "plots")
+_SUBMODULES = ("ablation", "analysis", "book", "data", "engine", "evaluation", "models", "paper", "plots", "resources")
 
 
 def __getattr__(name: str) -> ModuleType:

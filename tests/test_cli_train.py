@@ -176,7 +176,7 @@ def test_evaluate_prints_cmc_and_writes_json(checkpoint, tmp_path, capsys):
 
     # multi-query (the synthetic set has gt_bbox images), default output beside the checkpoint
     assert main(["evaluate", "--checkpoint", str(checkpoint), "--multi-query"]) == 0
-    assert json.loads((checkpoint.parent / "eval_best_mq.json").read_text())["multi_query"] is True
+    assert json.loads((checkpoint.parent / "eval_best_synthetic_mq.json").read_text())["multi_query"] is True
 
 
 def test_evaluate_errors(checkpoint, tmp_path, capsys):

@@ -1,7 +1,8 @@
-"""download(): a local HTTP server serves a zip the test builds; resume, restart, checksum, atomic extraction."""
+"""download(): a local HTTP server serves a zip the test builds; resume, restart, checksum, caps, atomic extraction."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import re
@@ -50,6 +51,7 @@ class _Server(ThreadingHTTPServer):
     honour_range: bool = True
     cut: int = 0  # this many responses stop halfway, then the connection drops
     ranges: list[str | None]
+    endless: bool = False  # answer with a body that never ends (and no Content-Length)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -57,6 +59,15 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         self.server.ranges.append(self.headers.get("Range"))
+        if self.server.endless:
+            self.send_response(200)
+            self.end_headers()
+            try:
+                for _ in range(10_000):
+                    self.wfile.write(b"\0" * 65536)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            return
         data = self.server.files.get(self.path)
         if data is None:
             self.send_error(404)
@@ -130,7 +141,7 @@ def test_download_verifies_and_extracts(server: _Server, tmp_path: Path) -> None
 
 def test_interrupted_download_resumes_with_range(server: _Server, tmp_path: Path) -> None:
     server.cut = 1
-    with pytest.raises(ConnectionError, match=r"failed after 1 attempts.*\.part keeps the .* bytes.*run again"):
+    with pytest.raises(ConnectionError, match=r"failed after 1 attempt \(.*\.part keeps the .* bytes.*run again"):
         download("market1501", tmp_path, url=server.url, retries=0)
     part = tmp_path / f"{NAME}.part"
     size = len(server.files[f"/{NAME}"])
@@ -182,7 +193,7 @@ def test_corrupt_archive_never_leaves_a_dataset(server: _Server, tmp_path: Path)
 
 
 def test_interrupted_extraction_leaves_no_folder(server: _Server, tmp_path: Path, monkeypatch) -> None:
-    real = zipfile.ZipFile._extract_member  # what extractall calls for each member
+    real = zipfile.ZipFile.open  # what the extraction calls for each member
 
     def crash_after_three(self, *args, **kwargs):
         crash_after_three.calls += 1
@@ -191,7 +202,7 @@ def test_interrupted_extraction_leaves_no_folder(server: _Server, tmp_path: Path
         return real(self, *args, **kwargs)
 
     crash_after_three.calls = 0
-    monkeypatch.setattr(zipfile.ZipFile, "_extract_member", crash_after_three)
+    monkeypatch.setattr(zipfile.ZipFile, "open", crash_after_three)
     with pytest.raises(KeyboardInterrupt):
         download("market1501", tmp_path, url=server.url)
     assert sorted(p.name for p in tmp_path.iterdir()) == [NAME]  # the archive, nothing extracted
@@ -222,7 +233,7 @@ def test_refusals(tmp_path: Path) -> None:
         download("synthetic", tmp_path)
     with pytest.raises(ValueError, match=r"cannot download 'viper'; downloadable datasets: market1501, cuhk03"):
         download("viper", tmp_path)
-    with pytest.raises(ValueError, match=r"no download address for cuhk03: pass url=... or set \$SAG_CUHK03_URL"):
+    with pytest.raises(ValueError, match=r"no download address for cuhk03: pass --url URL or set \$SAG_CUHK03_URL"):
         download("cuhk03", tmp_path)
     assert list(tmp_path.iterdir()) == []
 
@@ -232,3 +243,60 @@ def test_download_command(server: _Server, tmp_path: Path, capsys) -> None:
     assert "market1501 ready at" in capsys.readouterr().out
     assert main(["download", "dukemtmc", "--root", str(tmp_path)]) == 2
     assert "withdrawn" in capsys.readouterr().err
+
+
+def test_endless_body_is_stopped_at_the_cap_and_not_retried(server: _Server, tmp_path: Path) -> None:
+    server.endless = True
+    with pytest.raises(ValueError, match=r"stopped: it sent [\d,]+ bytes or more, over the 1,000,000 expected"):
+        dl.fetch(server.url, tmp_path / "x.zip.part", retries=3, max_bytes=1_000_000)
+    assert list(tmp_path.iterdir()) == []  # nothing kept
+    assert len(server.ranges) == 1  # and not asked again
+
+
+def test_announced_size_over_the_cap_is_refused_before_reading(server: _Server, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"sent [\d,]+ bytes or more, over the 1,000 expected"):  # Content-Length
+        dl.fetch(server.url, tmp_path / "x.zip.part", max_bytes=1000)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_disk_full_during_download_stops_without_retrying(server: _Server, tmp_path: Path, monkeypatch) -> None:
+    calls = []
+
+    class FullDisk(io.BytesIO):
+        def write(self, data) -> int:
+            calls.append(len(data))
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(dl, "open", lambda *a, **k: FullDisk(), raising=False)
+    with pytest.raises(OSError, match=r"cannot write .*x.zip.part: No space left on device; the disk is full"):
+        dl.fetch(server.url, tmp_path / "x.zip.part", retries=3)
+    assert len(calls) == 1  # one attempt: a full disk is not a network error
+
+
+def test_bad_sha256_is_refused_before_downloading(server: _Server, tmp_path: Path, capsys) -> None:
+    assert main(["download", "market1501", "--root", str(tmp_path), "--url", server.url, "--sha256", "nothex"]) == 2
+    assert "--sha256 'nothex' (or $SAG_MARKET1501_SHA256) is not a SHA-256: expected 64 hex" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # refused before any request
+
+
+def test_missing_checksum_warns_and_prints_the_digest(server: _Server, tmp_path: Path, capsys) -> None:
+    download("market1501", tmp_path / "d", url=server.url)
+    err = capsys.readouterr().err
+    assert "warning: no SHA-256 is known for http://127.0.0.1" in err and "(plain http)" in err
+    assert f"has SHA-256 {_sha(server.files[f'/{NAME}'])} (pin it with --sha256)" in err
+
+
+def test_retries_must_not_be_negative(tmp_path: Path, capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["download", "market1501", "--root", str(tmp_path), "--retries", "-1"])
+    assert "expected a whole number 0 or more, got '-1'" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="retries must be 0 or more"):
+        download("market1501", tmp_path, url="http://127.0.0.1:9/x.zip", retries=-1)
+
+
+def test_cached_html_page_is_deleted_and_fetched_again(server: _Server, tmp_path: Path) -> None:
+    (tmp_path / NAME).write_bytes(b"<html>login required</html>")
+    with pytest.raises(ValueError, match=r"web page.*was deleted"):
+        download("market1501", tmp_path, url=server.url)
+    assert not (tmp_path / NAME).exists()
+    assert download("market1501", tmp_path, url=server.url) == tmp_path / "Market-1501-v15.09.15"  # fetched anew

@@ -90,7 +90,9 @@ def test_parse_depths_and_size():
     assert parse_depths("4") == (4,)
     assert parse_depths("1,2,3") == (1, 2, 3)
     assert parse_depths("D1, d4") == (1, 4)
-    assert parse_depths("none") == parse_depths("") == ()
+    assert parse_depths("none") == parse_depths("baseline") == ()
+    with pytest.raises(ValueError, match=r"empty depths; .* or none for the baseline"):
+        parse_depths(" ")  # an empty option (e.g. an unset shell variable) is never the baseline by accident
     assert parse_size("160x64") == (160, 64)
     with pytest.raises(ValueError, match="cannot read depths 'four'"):
         parse_depths("four")

@@ -193,12 +193,16 @@ def test_overwrite_with_the_fast_paths(data_root, tmp_path):
     (out / "summary.json").write_text("{}")
     (out / "notes.txt").write_text("mine")
     (out / ".last.pt.x1y2.tmp").write_bytes(b"half a checkpoint from a killed run")
+    (out / "eval_best_synthetic.json").write_text("{}")  # evaluate's and visualize's outputs of the old run
+    (out / "figures").mkdir()
+    (out / "figures" / "ranks.png").write_bytes(b"old figure")
     options = {"precision": "bf16", "channels_last": True, "resident": True}
     result = train(_config(data_root, out, epochs=1, batch_size=12, val_ids=0, overwrite=True, **options))
     config = json.loads((out / "config.json").read_text())
     assert config["epochs"] == 1 and config["recipe"]["nesterov"] is False and config["precision"] == "bf16"
     assert (out / "notes.txt").read_text() == "mine"  # only run files are replaced
     assert not (out / ".last.pt.x1y2.tmp").exists()
+    assert not (out / "eval_best_synthetic.json").exists() and not (out / "figures").exists()
     assert result.best == {"epoch": 1} and len(result.history) == 1 and "val" not in result.history[0]
     assert result.history[0]["images"] == 24 and torch.isfinite(torch.tensor(result.history[0]["loss"]))
     assert load_checkpoint(out / "best.pt")[1].val_ids == 0

@@ -1,25 +1,31 @@
-"""Keep the chapters' .md/.ipynb pairs in sync and their Colab install cell in line with _config.yml.
+"""Write the chapters' notebook form (.ipynb) from their MyST source (.md), with the install cell of _config.yml.
 
 Usage (from the repository root)::
 
-    python book/_tools/sync.py            # write each chapter's install cell and its paired .ipynb (no outputs)
+    python book/_tools/sync.py            # write each chapter's install cell and its .ipynb (no outputs)
     python book/_tools/sync.py book/05_grid_softmax.md   # the same for the named chapters only
     python book/_tools/sync.py --check    # only report problems; exit status 1 if there are any
 
 A chapter is a MyST-markdown notebook ``book/NN_name.md`` with a jupytext header (``formats: ipynb,md:myst``).
-The .md is the source; the .ipynb is written from it (what ``jupytext --sync`` does when the .md is newer), with
-no outputs or execution counts and with cell ids derived from the cells, so that re-running gives the same file.
-If an .ipynb is newer than its .md and differs from it (edited in Jupyter or Colab), sync stops and says how to
-carry the edits back (``jupytext --sync book/NN_name.ipynb``) instead of overwriting them.
+The .md is the only source; the .ipynb is generated from it for Jupyter and Colab: the same code cells, no outputs
+or execution counts, cell ids derived from the cells (re-running gives the same file), and markdown in plain
+Jupyter form (book/_tools/notebook_markdown.py: admonitions as blockquotes or folded ``<details>``, included package
+code inline, citations and cross-references as text and links), plus each figure's caption under its cell and a
+References section. Because the .ipynb shows code of ``sag`` inline, sync again after changing that code.
+Each .ipynb carries a digest of its cells as sync wrote them: if they were edited since (in Jupyter or Colab), sync
+stops instead of overwriting them: carry the edits into the .md by hand (the notebook form is not converted back).
 
-The first code cell of every chapter (after its title and learning goals) installs ``sag`` in Colab, from
-``repository.url`` and ``repository.branch`` of the root ``_config.yml``: the setting that drives the launch buttons.
+The first code cell of every chapter (after its title and learning goals) installs ``sag`` where it is missing:
+in Colab from ``repository.url`` and ``repository.branch`` of the root ``_config.yml`` (the setting that drives
+the launch buttons), anywhere from ``$SAG_INSTALL_URL`` when that is set (any pip requirement, e.g. a fork's
+``git+https://github.com/ORG/REPO@BRANCH`` or a local ``git+file://...``).
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import sys
 import tempfile
@@ -30,18 +36,26 @@ import jupytext
 import nbformat
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from notebook_markdown import BookIndex  # the sibling module of this script
+
 BOOK = Path(__file__).resolve().parents[1]
 ROOT = BOOK.parent
 INSTALL_TAG = "colab-install"  # tag of the install cell; with remove-cell it stays out of the HTML
 INSTALL_TAGS = ["remove-cell", INSTALL_TAG]
+STAMP = "book_sync"  # .ipynb metadata: the .md it was written from and a digest of the cells as written
+INSTALL_ENV = "SAG_INSTALL_URL"  # a pip requirement that replaces the repository's in the install cell
 _TEMPLATE = """\
-# Colab only: install the `sag` package from the book's repository (nothing else); does nothing elsewhere.
+# Install the `sag` package where it is missing: in Colab from the book's repository (nothing else), anywhere
+# from $SAG_INSTALL_URL if set (e.g. a fork: git+https://github.com/ORG/REPO@BRANCH). Does nothing elsewhere.
 import importlib.util
+import os
 import subprocess
 import sys
 
-if "google.colab" in sys.modules and importlib.util.find_spec("sag") is None:
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "{spec}"], check=True)
+if ("google.colab" in sys.modules or "{env}" in os.environ) and importlib.util.find_spec("sag") is None:
+    requirement = os.environ.get("{env}", "{spec}")
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", requirement], check=True)
     importlib.invalidate_caches()"""
 
 
@@ -66,7 +80,7 @@ def pip_spec(config: dict[str, Any]) -> str:
 
 def install_cell_source(config: dict[str, Any]) -> str:
     """Source of the Colab install cell for this config."""
-    return _TEMPLATE.format(spec=pip_spec(config))
+    return _TEMPLATE.format(spec=pip_spec(config), env=INSTALL_ENV)
 
 
 def chapters(book: Path = BOOK) -> list[Path]:
@@ -79,9 +93,42 @@ def chapters(book: Path = BOOK) -> list[Path]:
     return found
 
 
-def cell_signature(nb: nbformat.NotebookNode) -> list[tuple[str, str, tuple[str, ...]]]:
-    """What a pair must agree on: (cell type, source, tags) per cell."""
-    return [(c.cell_type, c.source.strip(), tuple(c.get("metadata", {}).get("tags", []))) for c in nb.cells]
+def cell_signature(nb: nbformat.NotebookNode) -> list[tuple[str, str, tuple[str, ...], str]]:
+    """What a pair must agree on: (cell type, source, tags, attachments) per cell."""
+    return [
+        (
+            c.cell_type,
+            c.source.strip(),
+            tuple(c.get("metadata", {}).get("tags", [])),
+            json.dumps(c.get("attachments", {}), sort_keys=True),
+        )
+        for c in nb.cells
+    ]
+
+
+def notebook_form(nb: nbformat.NotebookNode, doc: str, index: BookIndex) -> nbformat.NotebookNode:
+    """The .ipynb form of a chapter: plain Jupyter markdown, each figure's caption, a References section."""
+    out = nbformat.from_dict(nb)
+    cells, cited = [], []
+    for cell in out.cells:
+        if cell.cell_type != "markdown":
+            cells.append(cell)
+            figure = (cell.get("metadata", {}).get("mystnb") or {}).get("figure") or {}
+            if figure.get("name"):
+                caption, keys = index.figure_caption(doc, figure["name"])
+                cells.append(nbformat.v4.new_markdown_cell(caption))
+                cited += [key for key in keys if key not in cited]
+            continue
+        cell.source, attachments, keys = index.markdown(doc, cell.source)
+        if attachments:
+            cell["attachments"] = attachments
+        cited += [key for key in keys if key not in cited]
+        cells.append(cell)
+    if cited:
+        cells.append(nbformat.v4.new_markdown_cell(index.references(cited)))
+    out.cells = cells
+    out.metadata.pop("jupytext", None)  # not paired: jupytext in Jupyter must not write this form into the .md
+    return out
 
 
 def output_problems(nb: nbformat.NotebookNode, name: str) -> list[str]:
@@ -97,16 +144,21 @@ def output_problems(nb: nbformat.NotebookNode, name: str) -> list[str]:
     return problems
 
 
-def check_chapter(md: Path, config: dict[str, Any]) -> list[str]:
+def check_chapter(md: Path, config: dict[str, Any], index: BookIndex | None = None) -> list[str]:
     """Problems of one chapter: missing/out-of-sync .ipynb, outputs, a wrong install cell."""
     ipynb = md.with_suffix(".ipynb")
     if not ipynb.is_file():
         return [f"{md.name}: paired notebook {ipynb.name} is missing; run `python book/_tools/sync.py`"]
+    index = BookIndex(md.parent, config) if index is None else index
     text = jupytext.read(md)
     nb = nbformat.read(ipynb, as_version=4)
     problems = output_problems(nb, ipynb.name)
-    if cell_signature(text) != cell_signature(nb):
-        problems.append(f"{md.name} and {ipynb.name} are out of sync{_first_difference(text, nb)}")
+    expected = notebook_form(text, md.stem, index)
+    if cell_signature(expected) != cell_signature(nb):
+        problems.append(
+            f"{ipynb.name} is not what {md.name} (and the sag code it includes) gives{_first_difference(expected, nb)}"
+            f"; run `python book/_tools/sync.py` (out of sync)"
+        )
     formats = text.metadata.get("jupytext", {}).get("formats", "")
     if set(formats.split(",")) != {"ipynb", "md:myst"}:
         problems.append(f"{md.name}: jupytext header needs `formats: ipynb,md:myst`, got {formats!r}")
@@ -124,8 +176,9 @@ def check_book(book: Path = BOOK, config: dict[str, Any] | None = None) -> list[
     config = load_config(book.parent) if config is None else config
     problems = []
     mds = chapters(book)
+    index = BookIndex(book, config)
     for md in mds:
-        problems += check_chapter(md, config)
+        problems += check_chapter(md, config, index)
     sources = {md.with_suffix(".ipynb") for md in mds}
     for ipynb in sorted(book.glob("*.ipynb")):
         if ipynb not in sources:
@@ -133,17 +186,16 @@ def check_book(book: Path = BOOK, config: dict[str, Any] | None = None) -> list[
     return problems
 
 
-def sync_chapter(md: Path, config: dict[str, Any]) -> bool:
+def sync_chapter(md: Path, config: dict[str, Any], index: BookIndex | None = None) -> bool:
     """Bring one pair in line (install cell first among code cells, .ipynb from .md, no outputs); True if changed."""
     ipynb = md.with_suffix(".ipynb")
+    index = BookIndex(md.parent, config) if index is None else index
     nb = jupytext.read(md)
-    if ipynb.is_file() and ipynb.stat().st_mtime > md.stat().st_mtime:
-        edited = nbformat.read(ipynb, as_version=4)
-        if cell_signature(edited) != cell_signature(nb):
-            raise ValueError(
-                f"{ipynb.name} is newer than {md.name} and differs from it: run `jupytext --sync {ipynb}` to carry "
-                f"the notebook's edits into the .md, or `touch {md}` to discard them, then sync again"
-            )
+    if ipynb.is_file() and _edited(nbformat.read(ipynb, as_version=4)):
+        raise ValueError(
+            f"{ipynb.name} was edited after sync wrote it (in Jupyter or Colab?) and sync would overwrite the edits: "
+            f"the .md is the source, so copy them into {md} by hand, or delete {ipynb} to discard them, then sync"
+        )
     source = install_cell_source(config)
     cell = nbformat.v4.new_code_cell(source, metadata={"tags": list(INSTALL_TAGS)})
     nb.cells = [c for c in nb.cells if INSTALL_TAG not in c.get("metadata", {}).get("tags", [])]
@@ -151,8 +203,21 @@ def sync_chapter(md: Path, config: dict[str, Any]) -> bool:
     nb.cells.insert(first_code, cell)  # the first code cell, right after the title and learning goals
     nb.metadata.setdefault("jupytext", {})["formats"] = "ipynb,md:myst"
     changed = _write(md, jupytext.writes(nb, fmt="md:myst"))
-    changed |= _write(ipynb, jupytext.writes(_strip(nb), fmt="ipynb"))
+    form = _strip(notebook_form(nb, md.stem, index))
+    form.metadata[STAMP] = {"source": md.name, "cells_sha256": _digest(form)}
+    changed |= _write(ipynb, jupytext.writes(form, fmt="ipynb"))
     return changed
+
+
+def _digest(nb: nbformat.NotebookNode) -> str:
+    """SHA-256 of a notebook's cell signature: what sync wrote, to tell later edits apart."""
+    return hashlib.sha256(json.dumps(cell_signature(nb)).encode()).hexdigest()
+
+
+def _edited(nb: nbformat.NotebookNode) -> bool:
+    """True if a notebook that sync wrote was changed since (its cells no longer match the stamp it carries)."""
+    stamp = nb.metadata.get(STAMP) or {}
+    return "cells_sha256" in stamp and stamp["cells_sha256"] != _digest(nb)
 
 
 def _strip(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
@@ -204,10 +269,11 @@ def main(argv: list[str] | None = None) -> int:
         for problem in problems:
             print(problem, file=sys.stderr)
         return 1 if problems else 0
+    index = BookIndex(args.book, config)
     for md in args.chapters or chapters(args.book):
         if md.suffix != ".md" or not md.is_file():
             raise FileNotFoundError(f"{md} is not a chapter .md file; give paths like book/05_grid_softmax.md")
-        if sync_chapter(md, config):
+        if sync_chapter(md, config, index):
             print(f"synced {md.name} <-> {md.with_suffix('.ipynb').name}")
     return 0
 

@@ -17,7 +17,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--root", required=True, help="folder to download and extract into")
     parser.add_argument("--url", default=None, help="archive address (overrides $SAG_<NAME>_URL)")
     parser.add_argument("--sha256", default=None, help="expected SHA-256 of the archive")
-    parser.add_argument("--retries", type=int, default=3, help="resume attempts after a broken transfer")
+    parser.add_argument("--retries", type=_count, default=3, help="resume attempts after a broken transfer (0 or more)")
+
+
+def _count(text: str) -> int:
+    """A whole number >= 0 for argparse."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number 0 or more, got {text!r}")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:

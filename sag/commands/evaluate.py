@@ -3,11 +3,14 @@
 Example:
 
   python -m sag evaluate --checkpoint runs/market_d4/best.pt --rerank --out runs/market_d4/eval_rerank.json
+
+Without --out the metrics go to eval_<checkpoint>_<dataset>[_rerank][_mq][_flip].json beside the checkpoint.
 """
 
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -33,17 +36,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Load the checkpoint and its dataset, evaluate, print the table, write the JSON."""
     from sag.data import load_dataset
-    from sag.engine.checkpoint import load_checkpoint
+    from sag.engine.checkpoint import load_checkpoint, readable_dataset_options
     from sag.engine.distributed import resolve_device
     from sag.evaluation import evaluate
 
     device = resolve_device(args.device)
     model, cfg = load_checkpoint(args.checkpoint, device=device)
     name = args.dataset or cfg.dataset
+    out = Path(args.out) if args.out else _default_out(Path(args.checkpoint), name, args)
+    _check_writable(out)  # before the work, not after it
     root = Path(args.data_root or cfg.data_root)
     if not root.exists():
         raise FileNotFoundError(f"data root {root} does not exist; pass --data-root DIR (the folder of {name})")
-    options = cfg.dataset_options if name == cfg.dataset else {}
+    options = readable_dataset_options(cfg.dataset_options) if name == cfg.dataset else {}
     dataset = load_dataset(name, root, **options)
     if args.multi_query and dataset.multi_query is None:
         raise ValueError(f"--multi-query needs Market-1501's gt_bbox images; {name} at {root} has none")
@@ -62,11 +67,27 @@ def run(args: argparse.Namespace) -> int:
     )
     seconds = time.perf_counter() - start
     record = _record(args, cfg, name, root, metrics, seconds)
-    out = Path(args.out) if args.out else _default_out(Path(args.checkpoint), args)
-    write_json_atomic(out, record)
-    print(format_table(_rows(record), title=f"{args.checkpoint} on {name} ({root})"))
+    print(format_table(_rows(record), title=f"{args.checkpoint} on {name} ({root})"))  # first: never lost
+    try:
+        write_json_atomic(out, record)
+    except OSError as err:
+        raise OSError(
+            err.errno, f"could not write {out} ({err.strerror or err}); the metrics are printed above"
+        ) from err
     print(f"wrote {out}")
     return 0
+
+
+def _check_writable(out: Path) -> None:
+    """ValueError unless a file can be written at ``out`` (checked by creating a temporary file beside it)."""
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a folder; give a file path, e.g. {out / 'eval.json'}")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out.parent):
+            pass
+    except OSError as err:
+        raise ValueError(f"cannot write --out {out}: {err.strerror or err}; choose a writable path") from err
 
 
 def _record(args: argparse.Namespace, cfg: Any, name: str, root: Path, metrics: dict, seconds: float) -> dict:
@@ -110,9 +131,9 @@ def _rows(record: dict) -> list[tuple[str, str]]:
     return rows
 
 
-def _default_out(checkpoint: Path, args: argparse.Namespace) -> Path:
-    """eval_<checkpoint stem>[_rerank][_mq][_flip].json beside the checkpoint."""
-    tags = [checkpoint.stem] + [
+def _default_out(checkpoint: Path, dataset: str, args: argparse.Namespace) -> Path:
+    """eval_<checkpoint stem>_<dataset>[_rerank][_mq][_flip].json beside the checkpoint."""
+    tags = [checkpoint.stem, dataset] + [
         tag for tag, on in (("rerank", args.rerank), ("mq", args.multi_query), ("flip", args.flip)) if on
     ]
     return checkpoint.parent / f"eval_{'_'.join(tags)}.json"

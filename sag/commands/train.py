@@ -11,7 +11,6 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -62,7 +61,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     base: dict[str, Any] = {}
     saved = Path(args.out) / "config.json" if args.out is not None else None
     if args.resume and saved is not None and saved.is_file():
-        base = TrainConfig.from_dict(json.loads(saved.read_text())).to_dict()
+        from sag.engine.runlog import read_run_config
+
+        base = read_run_config(saved).to_dict()
         base.update(resume=True, overwrite=False)
     elif args.dataset is None:
         base = dict(DEMO_DEFAULTS)
@@ -84,8 +85,8 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     try:
         result = train(config)
-    except KeyboardInterrupt:
-        return 130  # the trainer has said how to resume
+    except KeyboardInterrupt as err:
+        return getattr(err, "exit_code", 130)  # 130 Ctrl-C, 143 SIGTERM; the trainer has said how to resume
     if is_demo(args) and os.environ.get("RANK", "0") == "0":
         print(compare_untrained(config, result.final))
     return 0

@@ -25,6 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-root", default=None, help="dataset folder, if it moved since training")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     parser.add_argument("--batch-size", type=int, default=128, help="feature extraction batch size (ranks)")
+    parser.add_argument(
+        "--generate", action="store_true", help="make the synthetic dataset the checkpoint names if it is missing"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
         data_root=args.data_root,
         device=args.device,
         batch_size=args.batch_size,
+        generate=args.generate,
     ):
         print(path)
     return 0
@@ -52,12 +56,17 @@ def make_figures(
     data_root: str | None = None,
     device: str | None = None,
     batch_size: int = 128,
+    generate: bool = False,
 ) -> list[Path]:
-    """The figures of ``what`` for a checkpoint, saved as PNGs; returns their paths."""
-    import torch
+    """The figures of ``what`` for a checkpoint, saved as PNGs; returns their paths.
 
+    The dataset paths and options stored in the checkpoint are only read from: a missing synthetic set is made
+    (with the stored options) only when ``generate`` is set.
+    """
     from sag.data import load_dataset
     from sag.engine import load_checkpoint
+    from sag.engine.checkpoint import readable_dataset_options
+    from sag.engine.distributed import resolve_device
     from sag.plots import plot_training_curves, save_figure
 
     what = [what] if isinstance(what, str) else list(what)
@@ -69,14 +78,23 @@ def make_figures(
     if num < 1 or top_k < 1:
         raise ValueError(f"--num and --top-k must be positive, got {num} and {top_k}")
     checkpoint = Path(checkpoint)
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(device)
     model, config = load_checkpoint(checkpoint, device=device)
     model.eval()
     out = Path(out) if out is not None else checkpoint.parent / "figures"
     written = []
     dataset = None
     if {"grids", "ranks"} & set(what):
-        dataset = load_dataset(config.dataset, data_root or config.data_root, **dict(config.dataset_options))
+        root = Path(data_root or config.data_root)
+        options = readable_dataset_options(config.dataset_options)
+        if generate and config.dataset == "synthetic":
+            options["generate_if_missing"] = True
+        elif not root.exists():
+            make = ", or --generate to make the synthetic set there" if config.dataset == "synthetic" else ""
+            raise FileNotFoundError(
+                f"data root {root} (stored in {checkpoint}) does not exist; pass --data-root DIR{make}"
+            )
+        dataset = load_dataset(config.dataset, root, **options)
     if "grids" in what:
         if not model.depths:
             raise ValueError(f"{checkpoint} is a baseline (no SAG module): it has no attention grid; try --what ranks")

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +13,7 @@ import scipy.io
 from PIL import Image
 from tqdm.auto import tqdm
 
+from sag.atomic import remove_stale, temp_dir
 from sag.data.records import ImageRecord, ReIDDataset, check_not_empty, relabel
 
 MAT_NAME = "cuhk-03.mat"
@@ -80,8 +79,8 @@ def extract_images(mat_path: str | os.PathLike, subset: str = "detected") -> Pat
     out = mat_path.parent / f"images_{subset}"
     if out.is_dir():
         return out
-    tmp = Path(tempfile.mkdtemp(prefix=f".images_{subset}.", dir=mat_path.parent))
-    try:
+    remove_stale(mat_path.parent, out.name)  # a killed earlier extraction
+    with temp_dir(mat_path.parent, out.name) as tmp:
         with _open_mat(mat_path) as mat:
             pairs = _cell_array(mat, subset, mat_path)
             total = sum(p.size for p in pairs)
@@ -99,8 +98,6 @@ def extract_images(mat_path: str | os.PathLike, subset: str = "detected") -> Pat
         except OSError:
             if not out.is_dir():  # else another process extracted the same images first
                 raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
@@ -108,9 +105,8 @@ def read_testsets(mat_path: str | os.PathLike) -> list[np.ndarray]:
     """The 20 classic test splits of ``cuhk-03.mat``: each an int array (100, 2) of 1-based (pair, id) rows."""
     mat_path = Path(mat_path)
     with _open_mat(mat_path) as mat:
-        refs = _field(mat, "testsets", mat_path)
         splits = []
-        for i, ref in enumerate(np.asarray(refs).ravel()):
+        for i, ref in enumerate(_refs(mat, "testsets", mat_path)):
             rows = np.asarray(mat[ref]).T  # MATLAB stores column-major: (2, 100) on disk -> (100, 2)
             if rows.ndim != 2 or rows.shape[1] != 2 or rows.size == 0 or rows.min() < 1:
                 raise ValueError(f"{mat_path}: testsets{{{i + 1}}} should be a (k, 2) array of 1-based (pair, id)")
@@ -228,11 +224,26 @@ def _field(mat: h5py.File, key: str, mat_path: Path) -> h5py.Dataset:
     return mat[key]
 
 
+def _refs(mat: h5py.File, key: str, mat_path: Path) -> list[Any]:
+    """The object references of cell array ``key``; ValueError when it is not one (a damaged or foreign .mat)."""
+    field = _field(mat, key, mat_path)
+    if not isinstance(field, h5py.Dataset) or h5py.check_dtype(ref=field.dtype) is None:
+        kind = f"{field.dtype} array" if isinstance(field, h5py.Dataset) else type(field).__name__
+        raise ValueError(
+            f"{mat_path}: {key} should be a MATLAB cell array (HDF5 object references), got a {kind}; "
+            "the file is damaged or not CUHK03's cuhk-03.mat"
+        )
+    refs = list(np.asarray(field).ravel())
+    for i, ref in enumerate(refs):
+        if not ref:  # a null reference: the cell was never written
+            raise ValueError(f"{mat_path}: {key}{{{i + 1}}} refers to nothing; the file is damaged")
+    return refs
+
+
 def _cell_array(mat: h5py.File, subset: str, mat_path: Path) -> list[np.ndarray]:
     """The 5 camera-pair cells of ``subset``: each an object-reference array (n_ids, 10)."""
-    refs = np.asarray(_field(mat, subset, mat_path)).ravel()
     pairs = []
-    for i, ref in enumerate(refs):
+    for i, ref in enumerate(_refs(mat, subset, mat_path)):
         cells = np.asarray(mat[ref]).T  # (10, n_ids) on disk -> (n_ids, 10)
         if cells.ndim != 2 or cells.shape[1] != IMAGES_PER_CELL_ROW or cells.dtype != object:
             raise ValueError(

@@ -6,7 +6,6 @@ import json
 import multiprocessing
 import os
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -15,6 +14,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
+from sag.atomic import remove_stale, temp_dir
 from sag.data import render
 from sag.data.market import MARKET1501, load_market_style
 from sag.data.records import ReIDDataset
@@ -110,14 +110,15 @@ def make_synthetic(
             return root
         if not overwrite:
             what = "a synthetic dataset with other options" if existing else "files that are not a synthetic dataset"
-            raise FileExistsError(f"{root} already holds {what}; choose another root or pass overwrite=True")
+            raise FileExistsError(
+                f"{root} already holds {what}; choose another root or pass --overwrite (overwrite=True in Python)"
+            )
         if existing is None:
             raise FileExistsError(f"{root} is not a synthetic dataset (no {META_NAME}); refusing to delete it")
         shutil.rmtree(root)
-    root.parent.mkdir(parents=True, exist_ok=True)
     identities, cameras, images = _plan(config)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
-    try:
+    remove_stale(root.parent, root.name)  # what a killed earlier call left
+    with temp_dir(root.parent, root.name) as tmp:  # umask permissions, locked while being filled
         _draw_all(tmp, config, identities, cameras, images, workers, progress)
         _copy_queries_to_gt_bbox(tmp, images)
         counts = {folder: sum(img.folder == folder for img in images) for folder in _FOLDERS}
@@ -130,8 +131,6 @@ def make_synthetic(
             existing = _read_meta(root, missing_ok=True)
             if existing is None or existing["config"] != _config_dict(config):
                 raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return root
 
 
@@ -149,8 +148,8 @@ def load_synthetic(root: str | os.PathLike, generate_if_missing: bool = False, *
     differ = {k: (v, config.get(k)) for k, v in requested.items() if config.get(k) != v}
     if differ:
         raise ValueError(
-            f"{root} was made with other options {differ} (requested, found); pass generate_if_missing=True "
-            f"with overwrite=True, or another root"
+            f"{root} was made with other options {differ} (requested, found); make it again with those options "
+            f"(make-synthetic --overwrite, or overwrite=True in Python), or use another root"
         )
     layout = replace(MARKET1501, name="synthetic", display="Synthetic", num_cameras=config["num_cameras"])
     return load_market_style(root, layout, name="synthetic")

@@ -2,47 +2,57 @@
 
 from __future__ import annotations
 
-import os
+import errno
+import io
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from sag.atomic import write_bytes_atomic
 from sag.engine.config import TrainConfig
+from sag.engine.interrupts import deferred_signals
 
 FORMAT_VERSION = 1  # bump when the layout changes; older sag versions refuse newer files
 _REQUIRED_KEYS = ("format_version", "model", "model_spec", "config", "epoch")
 _SPEC_FIELDS = ("backbone", "depths", "num_classes", "preset", "input_size")
+_RESUME_KEYS = ("optimizer", "scheduler", "rng")
+_WRITING_OPTIONS = ("generate_if_missing", "overwrite", "workers", "progress")
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
-    """Write ``state`` to ``path`` atomically: a temp file in the same folder, then ``os.replace``."""
+    """Write ``state`` to ``path`` atomically (``sag.atomic``: fsynced temp file, then ``os.replace``).
+
+    The state is serialised in memory first, so a full disk surfaces as the OSError that names the file (not a
+    torch "enforce fail"), and Ctrl-C or SIGTERM during the save take effect once the file is complete.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save({"format_version": FORMAT_VERSION, **state}, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with deferred_signals():
+        buffer = io.BytesIO()
+        torch.save({"format_version": FORMAT_VERSION, **state}, buffer)
+        try:
+            write_bytes_atomic(path, buffer.getbuffer())
+        except OSError as err:
+            hint = "; free some space (or choose another --out), then run again" if err.errno == errno.ENOSPC else ""
+            raise OSError(err.errno, f"cannot save checkpoint {path}: {err.strerror or err}{hint}") from err
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint dict onto the CPU with ``weights_only=True``; errors name the file and the fix."""
+def read_checkpoint(path: str | Path, for_resume: bool = False) -> dict[str, Any]:
+    """Load a checkpoint dict onto the CPU with ``weights_only=True``; errors name the file and the fix.
+
+    ``for_resume``: also require the optimiser, scheduler and RNG states that only a ``last.pt`` holds.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist; pass a best.pt or last.pt from a run dir")
+    if path.stat().st_size == 0:
+        raise ValueError(f"checkpoint {path} is empty (0 bytes): it was never written completely; use another one")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated file, pickle of foreign objects, not a torch file at all
-        raise ValueError(f"cannot read checkpoint {path}: {type(err).__name__}: {str(err).splitlines()[0]}") from err
+        raise ValueError(f"cannot read checkpoint {path}: {type(err).__name__}: {_reason(err)}") from err
     if not isinstance(state, dict) or any(key not in state for key in _REQUIRED_KEYS):
         raise ValueError(f"{path} is not a sag checkpoint (expected keys {', '.join(_REQUIRED_KEYS)})")
     version = state["format_version"]
@@ -51,7 +61,28 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
             f"checkpoint {path} has format version {version}, newer than this sag reads (up to {FORMAT_VERSION}); "
             "upgrade sag (pip install -U sag-reid) to load it"
         )
+    missing = [key for key in _RESUME_KEYS if key not in state] if for_resume else []
+    if missing:
+        raise ValueError(
+            f"{path} cannot be resumed: it has no {', '.join(missing)} (a best.pt copied over last.pt?); "
+            "put back the last.pt that training wrote, or start over with --overwrite"
+        )
     return state
+
+
+def readable_dataset_options(options: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's stored dataset options without those that would write (generate, overwrite)."""
+    return {key: value for key, value in options.items() if key not in _WRITING_OPTIONS}
+
+
+def _reason(err: Exception) -> str:
+    """The informative line of a torch.load error (for weights_only refusals: which global it refused)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    if not lines:
+        return "the file is cut short or not a torch file"
+    if lines[0].startswith("Weights only load failed") and len(lines) > 1:
+        return f"{lines[1]} (the file holds objects a checkpoint never has; do not load it unsafely)"
+    return lines[0]
 
 
 def model_spec(config: TrainConfig, num_classes: int) -> dict[str, Any]:

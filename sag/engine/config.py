@@ -136,10 +136,12 @@ IDENTITY_FIELDS = (
 
 
 def parse_depths(text: str) -> tuple[int, ...]:
-    """``"4"`` -> (4,), ``"1,2,3"`` -> (1, 2, 3), ``"none"`` or ``""`` -> () (the baseline)."""
+    """``"4"`` -> (4,), ``"1,2,3"`` -> (1, 2, 3), ``"none"`` or ``"baseline"`` -> () (the baseline)."""
     text = text.strip().lower()
-    if text in ("", "none", "baseline"):
+    if text in ("none", "baseline"):
         return ()
+    if not text:
+        raise ValueError("empty depths; write e.g. 4 or 1,2,3, or none for the baseline")
     try:
         depths = tuple(int(part.strip().removeprefix("d")) for part in text.split(","))
     except ValueError:

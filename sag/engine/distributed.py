@@ -35,12 +35,20 @@ def resolve_device(device: str | None, local_rank: int = 0) -> torch.device:
     """``None`` -> the local GPU when there is one, else the CPU; ``"cuda"`` -> this process's GPU."""
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    resolved = torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device {device!r}; use cpu, cuda or cuda:N (the GPU's index)") from None
     if resolved.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(f"device {device!r} asked for, but no CUDA GPU is available; use --device cpu")
         if resolved.index is None:
             resolved = torch.device("cuda", local_rank)
+        if resolved.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device {device!r}: this machine has {torch.cuda.device_count()} GPU(s), numbered from 0; "
+                "pass --device cuda:N with a smaller N"
+            )
     return resolved
 
 

@@ -2,32 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
-import tempfile
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from sag.atomic import write_text_atomic
+
 RUN_FILES = ("config.json", "metrics.jsonl", "last.pt", "best.pt", "summary.json")
+OUTPUT_GLOBS = ("eval_*.json", "figures")  # written into a run dir by evaluate and visualize
 
 
 def write_json_atomic(path: str | Path, obj: Any) -> None:
-    """Write ``obj`` as indented JSON: temp file in the same folder, then ``os.replace``."""
-    _write_text_atomic(Path(path), json.dumps(obj, indent=2, sort_keys=False) + "\n")
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    """Replace ``path`` by ``text`` so a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``obj`` as indented JSON atomically (``sag.atomic``: temp file, then ``os.replace``)."""
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
@@ -55,14 +46,46 @@ def append_metrics(path: str | Path, record: dict[str, Any]) -> None:
 def truncate_metrics(path: str | Path, last_epoch: int) -> list[dict[str, Any]]:
     """Keep the records up to ``last_epoch`` (the resumed checkpoint's) and return them."""
     kept = [r for r in read_metrics(path) if r.get("epoch", 0) <= last_epoch]
-    _write_text_atomic(Path(path), "".join(json.dumps(r) + "\n" for r in kept))
+    write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in kept))
     return kept
 
 
 def existing_run_files(run_dir: str | Path) -> list[str]:
-    """The run files already in ``run_dir`` (what --overwrite would delete)."""
+    """The run files already in ``run_dir`` (what --overwrite deletes), with ``evaluate``'s and ``visualize``'s."""
     run_dir = Path(run_dir)
-    return [name for name in RUN_FILES if (run_dir / name).exists()]
+    found = [name for name in RUN_FILES if (run_dir / name).exists()]
+    outputs = [p.name for pattern in OUTPUT_GLOBS for p in sorted(run_dir.glob(pattern))] if run_dir.is_dir() else []
+    return found + outputs
+
+
+def remove_run_files(run_dir: str | Path, names: Sequence[str]) -> None:
+    """Delete ``names`` (files, or folders such as figures/) from ``run_dir``."""
+    for name in names:
+        path = Path(run_dir) / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def read_run_config(path: str | Path) -> Any:
+    """The TrainConfig stored in a run's ``config.json``; a broken file is a ValueError naming it."""
+    from sag.engine.config import TrainConfig
+
+    path = Path(path)
+    fix = "repair it, or start the run over with --overwrite"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not valid JSON ({err}); {fix}") from err
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} should hold a JSON object of training options, got {type(data).__name__}; {fix}")
+    try:
+        config = TrainConfig.from_dict(data)
+        dataclasses.replace(config, resume=False, overwrite=False).validate()
+    except (TypeError, ValueError, KeyError, IndexError) as err:
+        raise ValueError(f"{path} holds an unusable training option ({err}); {fix}") from err
+    return config
 
 
 def format_table(rows: Sequence[tuple[str, Any]], title: str = "") -> str:

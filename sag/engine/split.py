@@ -58,6 +58,12 @@ def carve_validation(records: Sequence[Any], val_ids: int, seed: int = 0) -> Val
             pick = int(rng.integers(len(images)))
             query.append(images[pick])
             gallery.extend(image for i, image in enumerate(images) if i != pick)
+    gallery_views = {(int(r.pid), int(r.camid)) for r in gallery}
+    if not any(any(p == int(q.pid) and c != int(q.camid) for p, c in gallery_views) for q in query):
+        raise ValueError(
+            f"the {val_ids} held-out validation ids have no query with a gallery image from another camera, so "
+            f"validation could not score anything; use a larger --val-ids or --val-ids 0 (no validation)"
+        )
     kept = [pid for pid in ids if pid not in held_set]
     kept_records = [r for r in records if int(r.pid) not in held_set]
     return ValidationSplit(_relabel(kept_records, kept), query, gallery, len(kept), held_out)

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from sag.atomic import remove_stale
 from sag.engine import checkpoint as ckpt
 from sag.engine.config import IDENTITY_FIELDS, TrainConfig
 from sag.engine.distributed import (
@@ -29,13 +30,17 @@ from sag.engine.distributed import (
     cleanup_distributed,
     setup_distributed,
 )
+from sag.engine.interrupts import stop_on_sigterm
 from sag.engine.precision import autocast, autocast_dtype, make_scaler
 from sag.engine.recipe import build_optimizer, build_scheduler
+from sag.engine.runlock import RunLock
 from sag.engine.runlog import (
     append_metrics,
     existing_run_files,
     format_table,
     read_metrics,
+    read_run_config,
+    remove_run_files,
     summary_rows,
     truncate_metrics,
     write_json_atomic,
@@ -65,7 +70,9 @@ def train(config: TrainConfig, callbacks: Sequence[EpochCallback] = ()) -> RunRe
     cfg.validate()
     ctx = setup_distributed(cfg.device)
     try:
-        return _Run(cfg, ctx, callbacks).run()
+        run = _Run(cfg, ctx, callbacks)
+        with stop_on_sigterm(), run.lock:  # SIGTERM stops like Ctrl-C; the run dir is unlocked however we leave
+            return run.run()
     except KeyboardInterrupt:
         if ctx.is_main:
             print(f"\ninterrupted; continue with: python -m sag train --out {cfg.out} --resume", file=sys.stderr)
@@ -82,6 +89,7 @@ class _Run:
         self.run_dir = Path(cfg.out)
         self.device = ctx.device
         self.start_time = time.perf_counter()
+        self.lock = RunLock(self.run_dir)  # held by rank 0 from before it reads RUN_DIR until the run ends
 
     # ------------------------------------------------------------------ setup
     def log(self, message: str) -> None:
@@ -92,6 +100,7 @@ class _Run:
     def run(self) -> RunResult:
         """Set up, train the remaining epochs, test the best checkpoint."""
         cfg = self.cfg
+        self._lock_run_dir()  # an existing RUN_DIR another run is writing (or --resume-ing) is refused at once
         found, state = self._check_run_dir()
         if isinstance(state, RunResult):
             return state
@@ -125,6 +134,7 @@ class _Run:
             start_epoch, rng_state = self._restore(state)
         self.loader = self._make_loader()
 
+        found = self._lock_run_dir(found)
         self._claim_run_dir(found, start_epoch - 1)
         self._write_config()
         self._describe(start_epoch)
@@ -151,13 +161,17 @@ class _Run:
         if "config.json" not in found and "last.pt" not in found:
             raise FileNotFoundError(f"nothing to resume in {run_dir} (no config.json or last.pt); drop --resume")
         if "config.json" in found:
-            saved = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
-            _check_same_run(saved, cfg, run_dir / "config.json")
+            _check_same_run(read_run_config(run_dir / "config.json"), cfg, run_dir / "config.json")
         if "last.pt" not in found:
             self.log(f"{run_dir} has no checkpoint yet: starting from epoch 1")
             return found, None
-        state = ckpt.read_checkpoint(run_dir / "last.pt")
+        state = ckpt.read_checkpoint(run_dir / "last.pt", for_resume=True)
         _check_same_run(TrainConfig.from_dict(state["config"]), cfg, run_dir / "last.pt")
+        if state["epoch"] > cfg.epochs:
+            raise ValueError(
+                f"--resume --epochs {cfg.epochs}: {run_dir / 'last.pt'} has already trained {state['epoch']} epochs; "
+                f"pass --epochs {state['epoch']} or more, or start over with --overwrite"
+            )
         if "summary.json" in found and state["epoch"] >= cfg.epochs:
             self.log(f"{run_dir} is already finished ({state['epoch']} epochs); nothing to do")
             summary = json.loads((run_dir / "summary.json").read_text())
@@ -165,18 +179,37 @@ class _Run:
             return found, _stored_result(run_dir)
         return found, state
 
+    def _lock_run_dir(self, found: list[str] | None = None) -> list[str]:
+        """Rank 0 locks RUN_DIR (at first only if it exists; with ``found``, creating it and refusing run files that
+        another run wrote since ``found`` was listed); returns the run files; every process raises rank 0's error."""
+        failure, now = None, list(found or [])
+        if self.ctx.is_main and (found is not None or self.run_dir.is_dir()):
+            try:
+                self.lock.acquire()
+                if found is not None:
+                    now = existing_run_files(self.run_dir)
+                    if now != found and not self.cfg.overwrite:
+                        raise FileExistsError(
+                            f"another run wrote {', '.join(now)} to {self.run_dir} while this one was starting; "
+                            "pass --resume to continue it, --overwrite to start it over, or choose another --out"
+                        )
+            except OSError as err:
+                failure = err
+        failure = broadcast_object(self.ctx, failure)
+        if failure is not None:
+            raise failure
+        return now
+
     def _claim_run_dir(self, found: list[str], done_epochs: int) -> None:
         """Rank 0 clears RUN_DIR for --overwrite, or trims it to the resumed checkpoint; then everyone goes on."""
         barrier(self.ctx)  # every process has looked at RUN_DIR before rank 0 changes it
         if self.ctx.is_main:
             run_dir = self.run_dir
             if self.cfg.overwrite and found:
-                for name in found:
-                    (run_dir / name).unlink()
+                remove_run_files(run_dir, found)
                 self.log(f"--overwrite: removed {', '.join(found)} from {run_dir}")
             run_dir.mkdir(parents=True, exist_ok=True)
-            for stale in run_dir.glob(".*.tmp"):  # half-written files of a killed run
-                stale.unlink()
+            remove_stale(run_dir)  # half-written files of a killed run (the lock says no one else writes here)
             if self.cfg.resume:
                 truncate_metrics(run_dir / "metrics.jsonl", done_epochs)  # epochs after the checkpoint are redone
                 (run_dir / "summary.json").unlink(missing_ok=True)  # an extended run is no longer finished

@@ -23,15 +23,16 @@ def to_tensor(x: Any, name: str, device: torch.device | None = None) -> torch.Te
     return t if device is None else t.to(device)
 
 
-def float_matrix(x: Any, name: str, device: torch.device | None = None) -> torch.Tensor:
-    """A 2-D floating tensor with at least one row and column, or ValueError naming ``name``."""
+def float_matrix(x: Any, name: str, device: torch.device | None = None, rows: str = "") -> torch.Tensor:
+    """A 2-D floating tensor with at least one row and column, else ValueError naming ``name`` and ``rows``' set."""
     t = to_tensor(x, name, device)
     if t.dtype not in _FLOAT_DTYPES:
         raise ValueError(f"{name} must hold floating-point values, got dtype {t.dtype}")
     if t.dim() != 2:
         raise ValueError(f"{name} must be 2-D, got shape {tuple(t.shape)}")
     if t.shape[0] == 0:
-        raise ValueError(f"{name} has no rows (shape {tuple(t.shape)}): the query set is empty")
+        empty = f": the {rows} set is empty" if rows else ""
+        raise ValueError(f"{name} has no rows (shape {tuple(t.shape)}){empty}")
     if t.shape[1] == 0:
         raise ValueError(f"{name} has no columns (shape {tuple(t.shape)})")
     return t
@@ -60,7 +61,7 @@ def check_finite(x: torch.Tensor, name: str, row_offset: int = 0) -> None:
         return
     where = [int(i) for i in bad.nonzero()[0]]
     where[0] += row_offset
-    kind = "NaN" if bool(torch.isnan(x).any()) else "an infinite value"
+    kind = "NaN" if bool(torch.isnan(x).any()) else "an infinite value (an overflow)"
     raise ValueError(f"{name} holds {kind} (first at index {tuple(where)}); remove or fix those entries")
 
 

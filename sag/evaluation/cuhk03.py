@@ -36,7 +36,7 @@ def evaluate_cuhk03_classic(
     ``repeats``. In the classic protocol query and gallery are the same images; average the 20 splits with
     ``average_splits``.
     """
-    dist = _checks.float_matrix(distmat, "distmat")
+    dist = _checks.float_matrix(distmat, "distmat", rows="query")
     num_q, num_g = dist.shape
     dev = dist.device
     q_pids = _checks.labels(q_pids, "q_pids", dev, num_q, "distmat row")

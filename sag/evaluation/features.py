@@ -32,6 +32,7 @@ def extract_features(
     was_training = model.training
     model.eval()
     feats, pids, camids = [], [], []
+    bad = torch.zeros(2, dtype=torch.bool, device=device)  # any inf, any NaN in the raw embeddings (no sync)
     try:
         with torch.inference_mode():
             for batch in tqdm(loader, desc=desc, disable=None, leave=False):
@@ -42,6 +43,7 @@ def extract_features(
                 out = _embed(model, images)
                 if flip:
                     out = (out + _embed(model, images.flip(3))) / 2
+                bad |= torch.stack((torch.isinf(out).any(), torch.isnan(out).any()))
                 feats.append(torch.nn.functional.normalize(out, dim=1) if normalize else out)
                 pids.append(torch.as_tensor(pid, dtype=torch.int64).reshape(-1).cpu())
                 camids.append(torch.as_tensor(camid, dtype=torch.int64).reshape(-1).cpu())
@@ -49,6 +51,13 @@ def extract_features(
         model.train(was_training)
     if not feats:
         raise ValueError("the loader yielded no batches: is the split empty?")
+    has_inf, has_nan = bad.tolist()
+    if has_inf or has_nan:
+        kind = "values that overflowed to inf" if has_inf else "NaN"
+        raise FloatingPointError(
+            f"the model's {desc} embeddings hold {kind} (before normalisation); check the checkpoint's weights, "
+            "or evaluate in fp32"
+        )
     return torch.cat(feats), torch.cat(pids), torch.cat(camids)
 
 

@@ -28,8 +28,8 @@ def multi_query_features(
     with no such image keeps its own (L2-normalised) feature. Runs on ``q_feats``' device.
     """
     pooling = _checks.choice(pooling, "pooling", POOLINGS)
-    q = _checks.float_matrix(q_feats, "q_feats")
-    mq = _checks.float_matrix(mq_feats, "mq_feats", q.device)
+    q = _checks.float_matrix(q_feats, "q_feats", rows="query")
+    mq = _checks.float_matrix(mq_feats, "mq_feats", q.device, rows="multi-query")
     if q.shape[1] != mq.shape[1]:
         raise ValueError(f"q_feats and mq_feats must have the same feature size, got {q.shape[1]} and {mq.shape[1]}")
     q_pids = _checks.labels(q_pids, "q_pids", q.device, q.shape[0], "row of q_feats")

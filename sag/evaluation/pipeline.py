@@ -104,8 +104,8 @@ def evaluate_features(
     ``mINP``, ``cmc``, ``num_valid_queries``, ``num_skipped_queries`` and, with ``rerank``, each of these
     prefixed ``rerank_`` for the k-reciprocal re-ranked distances.
     """
-    q = _checks.float_matrix(q_feats, "q_feats")
-    g = _checks.float_matrix(g_feats, "g_feats", q.device)
+    q = _checks.float_matrix(q_feats, "q_feats", rows="query")
+    g = _checks.float_matrix(g_feats, "g_feats", q.device, rows="gallery")
     if q.shape[1] != g.shape[1]:
         raise ValueError(f"q_feats and g_feats must have the same feature size, got {q.shape[1]} and {g.shape[1]}")
     dtype = torch.promote_types(torch.promote_types(q.dtype, g.dtype), torch.float32)

@@ -48,7 +48,7 @@ def evaluate_ranking(
     ``rank10`` (those <= ``max_rank``), ``AP`` (per query, NaN when skipped), ``num_valid_queries`` and
     ``num_skipped_queries``; accuracies are fractions in [0, 1].
     """
-    dist = _checks.float_matrix(distmat, "distmat")
+    dist = _checks.float_matrix(distmat, "distmat", rows="query")
     num_q, num_g = dist.shape
     g_pids = _checks.labels(g_pids, "g_pids", dist.device, num_g, "distmat column")
     g_camids = _checks.labels(g_camids, "g_camids", dist.device, num_g, "distmat column")
@@ -97,7 +97,7 @@ class RankingAccumulator:
 
     def add(self, dist: Any, q_pids: Any, q_camids: Any) -> None:
         """Rank the gallery for a block of queries: distances ``dist`` (B, G), ``q_pids`` and ``q_camids`` (B,)."""
-        dist = _checks.float_matrix(dist, "distmat", self._g_pids.device)
+        dist = _checks.float_matrix(dist, "distmat", self._g_pids.device, rows="query")
         num_b, num_g = dist.shape
         if num_g != self.num_gallery:
             raise ValueError(f"distmat has {num_g} columns, expected {self.num_gallery} (one per gallery image)")

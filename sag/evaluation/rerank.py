@@ -50,8 +50,8 @@ def re_ranking(q_feats: Any, g_feats: Any, k1: int = 20, k2: int = 6, lambda_val
     first, then gallery images), where the reference's ``np.argsort`` leaves them unspecified. The work runs on
     the device of ``q_feats`` (a tensor, else the CPU) in float32, or in float64 if either input is float64.
     """
-    q = _checks.float_matrix(q_feats, "q_feats")
-    g = _checks.float_matrix(g_feats, "g_feats", q.device)
+    q = _checks.float_matrix(q_feats, "q_feats", rows="query")
+    g = _checks.float_matrix(g_feats, "g_feats", q.device, rows="gallery")
     if q.shape[1] != g.shape[1]:
         raise ValueError(f"q_feats and g_feats must have the same feature size, got {q.shape[1]} and {g.shape[1]}")
     k1 = _checks.positive_int(k1, "k1")
