@@ -16,6 +16,7 @@ import numpy as np
 
 from sag import paper
 from sag.atomic import write_text_atomic
+from sag.evaluation.protocol import LEGACY, describe_record
 
 if TYPE_CHECKING:
     from sag.engine import TrainConfig
@@ -28,12 +29,25 @@ ROW_GROUPS = {
     "sag-vs-baseline": ("baseline", "D4"),
 }
 METRICS = ("rank1", "rank5", "rank10", "mAP", "mINP")  # results.csv holds them in percent, like the paper
-CSV_FIELDS = ("row", "depths", "seed", *METRICS, "best_epoch", "epochs", "wall_seconds", "run_dir")
+CSV_FIELDS = (
+    "row",
+    "depths",
+    "seed",
+    *METRICS,
+    "best_epoch",
+    "epochs",
+    "wall_seconds",
+    "flip",
+    "ap",
+    "average",
+    "run_dir",
+)
 MANIFEST = "ablation.json"
 # the config fields that must agree between the rows of one ablation (everything but depths, seed, out, ...)
 _SHARED_FIELDS = (
     "dataset", "backbone", "preset", "epochs", "batch_size", "lr", "precision", "pretrained",
     "val_ids", "input_size", "dataset_options", "eval_every",
+    "validation", "test_checkpoint", "drop_last", "flip", "ap", "average", "zero_center",
 )  # fmt: skip
 
 
@@ -135,6 +149,7 @@ def collect_results(out: str | os.PathLike) -> list[dict[str, Any]]:
                 "best_epoch": summary.get("best_epoch"),
                 "epochs": config.get("epochs"),
                 "wall_seconds": summary.get("wall_seconds"),
+                **(LEGACY | summary.get("protocol", {})),  # runs recorded before the protocol was a setting: LEGACY
                 "run_dir": summary_path.parent.relative_to(out).as_posix(),
             }
         )
@@ -221,6 +236,8 @@ def read_results_csv(path: str | os.PathLike) -> list[dict[str, Any]]:
         rows = list(csv.DictReader(f))
     for r in rows:
         r["seed"] = int(r["seed"])
+        if "flip" in r:
+            r["flip"] = r["flip"] == "True"
         for m in (*METRICS, "wall_seconds"):
             r[m] = float(r[m]) if r.get(m) not in (None, "") else math.nan
     return rows
@@ -237,6 +254,8 @@ def write_outputs(out: str | os.PathLike, dataset: str | None = None, figure: bo
     title = f"Table 1 rows on {dataset or 'the data'}"
     if dataset != paper_dataset:
         title += f" vs paper {paper_dataset}"
+    protocols = sorted({describe_record({k: r[k] for k in ("flip", "ap", "average")}) for r in results})
+    title += f"; test protocol: {' | '.join(protocols)}"
     write_text_atomic(out / "table.md", table_markdown(results, paper_dataset, title=title))
     if figure:
         from sag.plots.ablation import plot_ablation
@@ -337,7 +356,8 @@ def _check_manifest(out: Path, base: TrainConfig, rows: Sequence[str], seeds: Se
     path = out / MANIFEST
     if path.is_file():
         before = json.loads(path.read_text()).get("config", {})
-        diffs = [f"{k}: {before.get(k)!r} -> {shared[k]!r}" for k in shared if before.get(k) != shared[k]]
+        # a field the manifest does not record yet (written by an older sag) is taken as agreeing
+        diffs = [f"{k}: {before[k]!r} -> {shared[k]!r}" for k in shared if k in before and before[k] != shared[k]]
         if diffs:
             raise ValueError(
                 f"{out} holds an ablation with other training options ({'; '.join(diffs)}); "

@@ -180,7 +180,7 @@ def measure_checkpoint(
     if num_images < 1 or not people:
         raise ValueError(f"need at least one test image to measure, got num_images={num_images}")
     picked = [people[int(i)] for i in np.unique(np.linspace(0, len(people) - 1, min(num_images, len(people))).round())]
-    loader = make_eval_loader(picked, preset=config.preset, batch_size=batch_size, size=tuple(config.input_size))
+    loader = make_eval_loader(picked, preset=config.transforms, batch_size=batch_size, size=tuple(config.input_size))
     images = torch.cat([batch[0] for batch in loader])  # (n, 3, H, W)
     masks = [load_mask(r.path) for r in picked]
     return measure_model(model, images, masks, [Path(r.path).name for r in picked], batch_size=batch_size)

@@ -18,6 +18,7 @@ TRAIN = ["--backbone", "resnet18", "--epochs", "1", "--batch-size", "8", "--inpu
 
 def _ablate(root, out, *extra):
     argv = ["ablate", "--dataset", "synthetic", "--data-root", str(root), *WORLD, *TRAIN, "--rows", "baseline,D1"]
+    argv += ["--ap", "standard"]  # every training option reaches each run, the test protocol too
     return main([*argv, "--seeds", "2", "--out", str(out), "--mass-images", "12", "--no-progress", *extra])
 
 
@@ -100,6 +101,8 @@ def test_ablate_writes_results_table_figure_and_mass(study):
     assert rows[2]["run_dir"] == "D1/seed0" and (out / "D1" / "seed0" / "summary.json").is_file()
     table = (out / "table.md").read_text()
     assert "| baseline | 2 | 83.49 |" in table and "±" in table
+    assert "test protocol: flip off, standard AP, averaged over all queries" in table  # --ap standard, paper's rest
+    assert {(r["flip"], r["ap"], r["average"]) for r in rows} == {("False", "standard", "all")}
     assert (out / "ablation.png").read_bytes()[:4] == b"\x89PNG"
     with open(out / "attention_mass.csv", newline="") as f:
         mass = list(csv.DictReader(f))

@@ -171,12 +171,23 @@ def test_evaluate_prints_cmc_and_writes_json(checkpoint, tmp_path, capsys):
     for key in ("rank1", "rank5", "rank10", "mAP", "mINP"):
         assert 0 <= record[key] <= 1 and f"{100 * record[key]:.2f}" in printed
     assert record["rerank"] and record["flip"] and not record["multi_query"] and len(record["cmc"]) == 50
+    # the run's protocol (the paper preset's: trapezoid AP over all queries), --flip on top; printed and recorded
+    assert record["protocol"] == {"flip": True, "ap": "trapezoid", "average": "all"}
+    assert "test protocol  flip on, trapezoid AP, averaged over all queries" in printed
     assert record["model"] == {"backbone": "resnet18", "depths": [4], "preset": "paper"}
     assert 0 <= record["reranked"]["mAP"] <= 1 and f"re-ranked {100 * record['reranked']['rank1']:6.2f}" in printed
 
     # multi-query (the synthetic set has gt_bbox images), default output beside the checkpoint
     assert main(["evaluate", "--checkpoint", str(checkpoint), "--multi-query"]) == 0
     assert json.loads((checkpoint.parent / "eval_best_synthetic_mq.json").read_text())["multi_query"] is True
+    other = tmp_path / "other.json"
+    assert (
+        main(
+            ["evaluate", "--checkpoint", str(checkpoint), "--out", str(other), "--ap", "standard", "--average", "valid"]
+        )
+        == 0
+    )
+    assert json.loads(other.read_text())["protocol"] == {"flip": False, "ap": "standard", "average": "valid"}
 
 
 def test_evaluate_errors(checkpoint, tmp_path, capsys):

@@ -34,7 +34,7 @@ def test_optimizer_groups_and_schedule(preset):
     model = build_model("resnet18", num_classes=5, depths=(4,), preset=preset)
     recipe = RECIPES[preset]
     optimizer = build_optimizer(model, recipe)
-    backbone, new = model.parameter_groups()
+    backbone, new = model.parameter_groups(sag=recipe.sag_lr)
     assert [len(g["params"]) for g in optimizer.param_groups] == [len(backbone), len(new)]
     assert [g["lr"] for g in optimizer.param_groups] == [0.01, 0.1]
     assert all(g["nesterov"] is recipe.nesterov and g["weight_decay"] == 5e-4 for g in optimizer.param_groups)
@@ -44,9 +44,10 @@ def test_optimizer_groups_and_schedule(preset):
         lrs.append([g["lr"] for g in optimizer.param_groups])
         optimizer.step()
         scheduler.step()
-    assert lrs[29] == [0.01, 0.1]
-    assert lrs[30] == pytest.approx([0.001, 0.01])
-    assert lrs[60] == pytest.approx([0.0001, 0.001])
+    first_drop = 30 - recipe.step_offset  # 0-based index of the first epoch at 0.001: epoch 31 paper, 30 released
+    assert lrs[first_drop - 1] == [0.01, 0.1]
+    assert lrs[first_drop] == pytest.approx([0.001, 0.01])
+    assert lrs[first_drop + 30] == pytest.approx([0.0001, 0.001])
     # --lr scales both groups, keeping the recipe's 1:10 ratio
     scaled = build_optimizer(model, recipe, lr=0.02)
     assert [g["lr"] for g in scaled.param_groups] == pytest.approx([0.02, 0.2])

@@ -65,13 +65,15 @@ def test_run_dir_holds_config_metrics_checkpoints_and_summary(finished_run, caps
     assert config["preset"] == "released_code" and config["recipe"]["nesterov"] is True
     assert config["recipe"]["epochs"] == 201 and config["recipe"]["erasing_prob"] == 0.8
     assert config["epochs"] == 2 and config["batch_size"] == 8 and config["lr"] == 0.01  # resolved values
-    assert config["val_ids_used"] == 2 and config["num_classes"] == 6 and config["effective_batch_size"] == 8
+    # released_code: every id trains, the first image of each validates (loss only), the last epoch is tested
+    assert config["val_images"] == 8 and config["num_classes"] == 8 and config["effective_batch_size"] == 8
+    assert config["validation"] == "images" and config["test_checkpoint"] == "last"
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in lines] == [1, 2] and lines == result.history
     for record in lines:
         assert {"loss", "accuracy", "lr", "images_per_s", "seconds", "val"} <= set(record)
-        assert record["lr"] == [0.01, 0.1] and record["images"] == 24  # 24 train images, batch 8, drop_last
-        assert set(record["val"]) == {"rank1", "rank5", "rank10", "mAP"}
+        assert record["lr"] == [0.01, 0.1] and record["images"] == 24  # 32 images less 8 validation ones
+        assert set(record["val"]) == {"loss", "accuracy"}
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary) >= {
         "config",
@@ -87,14 +89,13 @@ def test_run_dir_holds_config_metrics_checkpoints_and_summary(finished_run, caps
         set(summary["test"]) == {"rank1", "rank5", "rank10", "mAP", "mINP", "cmc"} and len(summary["test"]["cmc"]) == 20
     )
     assert summary["test"] == result.final and summary["best_epoch"] == result.best["epoch"]
-    best_val = max(lines, key=lambda r: (r["val"]["mAP"], r["val"]["rank1"]))
-    assert result.best == {"epoch": best_val["epoch"], **best_val["val"]}
+    assert result.best == {"epoch": 2, **lines[-1]["val"]} and summary["tested"] == "last"
 
     model, cfg = load_checkpoint(out / "best.pt")
     assert cfg.backbone == "resnet18" and cfg.depths == (4,) and not model.training
     last = read_checkpoint(out / "last.pt")
     assert {"optimizer", "scheduler", "scaler", "rng", "loader", "epoch", "config"} <= set(last)
-    assert last["epoch"] == 2 and last["scheduler"]["last_epoch"] == 2
+    assert last["epoch"] == 2 and last["scheduler"]["last_epoch"] == 3  # released: stepped once before epoch 1
     assert isinstance(last["rng"]["torch"], torch.Tensor) and isinstance(last["rng"]["python"]["state"], torch.Tensor)
 
 
@@ -165,7 +166,7 @@ def test_resume_errors_name_the_problem(finished_run, data_root, tmp_path):
     with pytest.raises(ValueError, match="holds a different model") as err:
         train(_config(data_root, other, preset="released_code", epochs=3, resume=True))
     assert "backbone: checkpoint 'resnet34' vs requested 'resnet18'" in str(err.value)
-    assert "num_classes: checkpoint 9 vs requested 6" in str(err.value)
+    assert "num_classes: checkpoint 9 vs requested 8" in str(err.value)
 
     torch.save(state | {"format_version": FORMAT_VERSION + 1}, other / "last.pt")
     with pytest.raises(ValueError, match="newer than this sag reads"):

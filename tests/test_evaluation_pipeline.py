@@ -143,9 +143,14 @@ def test_evaluate_on_synthetic_dataset(synthetic):
     assert out["num_valid_queries"] + out["num_skipped_queries"] == len(synthetic.query)
     q = extract_features(model, make_eval_loader(synthetic.query, batch_size=5))
     g = extract_features(model, make_eval_loader(synthetic.gallery, batch_size=5))
-    expected = evaluate_ranking(pairwise_distance(q[0], g[0]), q[1], g[1], q[2], g[2])
+    # the paper preset's test protocol: no flip, trapezoid AP, averaged over all queries
+    assert out["protocol"] == {"flip": False, "ap": "trapezoid", "average": "all"}
+    distmat = pairwise_distance(q[0], g[0])
+    expected = evaluate_ranking(distmat, q[1], g[1], q[2], g[2], ap="trapezoid", average="all")
     np.testing.assert_allclose(out["cmc"], expected["cmc"])
     assert out["mAP"] == pytest.approx(expected["mAP"])
+    standard = evaluate(model, synthetic, batch_size=8, ap="standard", average="valid")
+    assert standard["mAP"] == pytest.approx(evaluate_ranking(distmat, q[1], g[1], q[2], g[2])["mAP"])
 
     multi = evaluate(model, synthetic, multi_query=True, pooling="max", flip=True, size=(64, 32))
     assert set(multi) >= KEYS

@@ -240,9 +240,14 @@ def test_deterministic_for_fixed_seed_on_cpu():
 
 def test_parameter_groups_split_backbone_and_new_layers():
     model = small((4,))
-    backbone, new = model.parameter_groups()
+    sag_ids, head_ids = {id(p) for p in model.sag.parameters()}, {id(p) for p in model.head.parameters()}
+    backbone, new = model.parameter_groups()  # default: the SAG modules train with the backbone (both presets)
     assert len(backbone) + len(new) == len(list(model.parameters()))
-    assert {id(p) for p in new} == {id(p) for p in model.sag.parameters()} | {id(p) for p in model.head.parameters()}
+    assert {id(p) for p in new} == head_ids and sag_ids <= {id(p) for p in backbone}
+    backbone, new = model.parameter_groups(sag="new")
+    assert {id(p) for p in new} == sag_ids | head_ids and len(backbone) + len(new) == len(list(model.parameters()))
+    with pytest.raises(ValueError, match="unknown SAG lr group 'head'; valid: backbone, new"):
+        model.parameter_groups(sag="head")
 
 
 @pytest.mark.parametrize(

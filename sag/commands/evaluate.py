@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sag.commands.options import add_protocol_options
 from sag.engine.runlog import format_table, write_json_atomic
 
 
@@ -26,11 +27,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-root", metavar="DIR", help="default: the checkpoint's data root")
     parser.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking (k1=20, k2=6, lambda=0.3)")
     parser.add_argument("--multi-query", action="store_true", help="Market-1501 multi-query (gt_bbox) features")
-    parser.add_argument("--flip", action="store_true", help="average the features of the image and its mirror")
     parser.add_argument("--batch-size", type=int, default=128, help="images per forward pass (default 128)")
     parser.add_argument("--device", help="cpu, cuda... (default: cuda if available)")
     parser.add_argument("--workers", type=int, default=0, help="data loader processes (default 0)")
     parser.add_argument("--out", metavar="JSON", help="where to write the metrics (default: beside the checkpoint)")
+    add_protocol_options(parser, default="the run's")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,15 +53,21 @@ def run(args: argparse.Namespace) -> int:
     dataset = load_dataset(name, root, **options)
     if args.multi_query and dataset.multi_query is None:
         raise ValueError(f"--multi-query needs Market-1501's gt_bbox images; {name} at {root} has none")
+    protocol = cfg.protocol  # the run's (its preset's, or the options it was trained with), then the command line
+    protocol.update({k: getattr(args, k) for k in ("flip", "ap", "average") if getattr(args, k) is not None})
+    args.flip = protocol["flip"]
     start = time.perf_counter()
     metrics = evaluate(
         model,
         dataset,
         preset=cfg.preset,
+        transforms=cfg.transforms,
         size=cfg.input_size,
         device=device,
         batch_size=args.batch_size,
-        flip=args.flip,
+        flip=protocol["flip"],
+        ap=protocol["ap"],
+        average=protocol["average"],
         rerank=args.rerank,
         multi_query=args.multi_query,
         workers=args.workers,
@@ -100,6 +107,7 @@ def _record(args: argparse.Namespace, cfg: Any, name: str, root: Path, metrics: 
         "rerank": args.rerank,
         "multi_query": args.multi_query,
         "flip": args.flip,
+        "protocol": metrics["protocol"],
         **_scores(metrics),
         "seconds": seconds,
     }
@@ -118,7 +126,9 @@ def _scores(metrics: dict, prefix: str = "") -> dict:
 
 
 def _rows(record: dict) -> list[tuple[str, str]]:
-    """Printed rows: CMC ranks and mAP in percent (and re-ranked, when asked)."""
+    """Printed rows: CMC ranks and mAP in percent (and re-ranked, when asked), the options and the protocol."""
+    from sag.evaluation.protocol import describe_record
+
     rows = []
     for key in ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP"):
         if record.get(key) is not None:
@@ -126,8 +136,9 @@ def _rows(record: dict) -> list[tuple[str, str]]:
             if "reranked" in record:
                 value += f"   re-ranked {100 * record['reranked'][key]:6.2f}"
             rows.append((key, value))
-    flags = [flag for flag in ("rerank", "multi_query", "flip") if record[flag]]
+    flags = [flag for flag in ("rerank", "multi_query") if record[flag]]
     rows.append(("options", ", ".join(flags) or "none"))
+    rows.append(("test protocol", describe_record(record["protocol"])))
     return rows
 
 

@@ -11,7 +11,8 @@ from collections.abc import Callable
 from typing import Any
 
 from sag.engine.config import DATASET_NAMES, PRECISIONS, parse_size
-from sag.engine.recipe import RECIPES
+from sag.engine.recipe import RECIPES, TEST_CHECKPOINTS, VALIDATIONS
+from sag.evaluation.protocol import AP_RULES, AVERAGES
 
 SYNTHETIC_OPTIONS = {  # CLI flag -> make_synthetic keyword
     "synthetic_ids": "num_train_ids",
@@ -45,7 +46,10 @@ def add_training_options(parser: argparse.ArgumentParser, dataset_default: str) 
     data = parser.add_argument_group("data")
     data.add_argument("--dataset", metavar="NAME", help=f"one of {', '.join(DATASET_NAMES)} ({dataset_default})")
     data.add_argument("--data-root", metavar="DIR", help="dataset folder (default for synthetic: data/synthetic)")
-    data.add_argument("--val-ids", type=int, metavar="N", help="ids held out to validate (default 10%%, 2-100; 0 none)")
+    data.add_argument(
+        "--validation", choices=VALIDATIONS, help="images: 1 image per id, loss only (default); ids: held-out ids"
+    )
+    data.add_argument("--val-ids", type=int, metavar="N", help="--validation ids: ids held out (default 10%%, 2-100)")
     data.add_argument("--workers", type=int, metavar="N", help="data loader processes (default 0)")
     data.add_argument("--resident", action="store_true", default=None, help="keep the training set on the device")
     data.add_argument("--input-size", type=parsed_by(parse_size), metavar="HxW", help="input HxW (default 160x64)")
@@ -60,13 +64,26 @@ def add_training_options(parser: argparse.ArgumentParser, dataset_default: str) 
     model.add_argument(
         "--backbone", metavar="NAME", help="resnet18/34/50/101/152 (default resnet50, the paper's), resnet_small"
     )
-    model.add_argument("--pretrained", action="store_true", default=None, help="start from ImageNet weights")
+    model.add_argument(
+        "--pretrained",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="start from ImageNet weights (default: yes on real datasets, no on synthetic)",
+    )
 
     recipe = parser.add_argument_group("recipe")
     recipe.add_argument("--preset", metavar="NAME", help=f"one of {', '.join(RECIPES)} (default paper)")
     recipe.add_argument("--epochs", type=int, metavar="N", help="default: the preset's (200 paper, 201 released_code)")
     recipe.add_argument("--batch-size", type=int, metavar="N", help="per process (default 32 paper, 64 released)")
     recipe.add_argument("--lr", type=float, help="backbone lr; new layers get 10x (default 0.01)")
+    recipe.add_argument(
+        "--zero-center", action="store_true", default=None, help="paper: minus the ImageNet mean pixel after [-1, 1]"
+    )
+    recipe.add_argument("--test-checkpoint", choices=TEST_CHECKPOINTS, help="epoch tested (best paper, last released)")
+    recipe.add_argument(
+        "--drop-last", action=argparse.BooleanOptionalAction, default=None, help="drop incomplete batches (paper: yes)"
+    )
+    add_protocol_options(parser)
 
     run = parser.add_argument_group("run")
     run.add_argument("--eval-every", type=int, metavar="N", help="validate every N epochs (default 10; 0: at the end)")
@@ -76,6 +93,16 @@ def add_training_options(parser: argparse.ArgumentParser, dataset_default: str) 
     run.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
     run.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="no progress bars")
     return {"data": data, "model": model, "recipe": recipe, "run": run}
+
+
+def add_protocol_options(parser: argparse.ArgumentParser, default: str = "the preset's") -> None:
+    """The test protocol: --flip/--no-flip, --ap, --average (unset: ``default``)."""
+    group = parser.add_argument_group("test protocol")
+    group.add_argument(
+        "--flip", action=argparse.BooleanOptionalAction, default=None, help=f"mean with the mirror image ({default})"
+    )
+    group.add_argument("--ap", choices=AP_RULES, help=f"AP rule; trapezoid = official Market-1501 ({default})")
+    group.add_argument("--average", choices=AVERAGES, help=f"all: no-match queries count 0, official ({default})")
 
 
 def given_options(args: argparse.Namespace, dataset: str = "synthetic") -> dict[str, Any]:

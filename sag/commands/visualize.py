@@ -125,7 +125,7 @@ def _grids_figure(model: Any, config: Any, dataset: Any, num: int, device: Any) 
     from sag.plots import plot_model_attention
 
     picks = [dataset.query[i] for i in _query_sample(dataset.query, num)]
-    loader = make_eval_loader(picks, preset=config.preset, batch_size=len(picks), size=tuple(config.input_size))
+    loader = make_eval_loader(picks, preset=config.transforms, batch_size=len(picks), size=tuple(config.input_size))
     images = torch.cat([batch[0] for batch in loader])  # (num, 3, H, W)
     titles = [f"id {r.pid} c{r.camid + 1}" for r in picks]
     originals = [r.path for r in picks]  # drawn at full resolution under the grids
@@ -138,7 +138,7 @@ def _ranks_figure(model: Any, config: Any, dataset: Any, num: int, top_k: int, b
     from sag.evaluation import extract_features
     from sag.plots import plot_ranked_lists
 
-    kwargs = {"preset": config.preset, "batch_size": batch_size, "size": tuple(config.input_size)}
+    kwargs = {"preset": config.transforms, "batch_size": batch_size, "size": tuple(config.input_size)}
     q_feats, q_pids, q_camids = extract_features(model, make_eval_loader(dataset.query, **kwargs))
     g_feats, g_pids, g_camids = extract_features(model, make_eval_loader(dataset.gallery, **kwargs))
     distmat = (1.0 - q_feats @ g_feats.T).cpu().numpy()  # (Q, G) cosine distance

@@ -7,7 +7,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from sag.engine.recipe import Recipe, get_recipe
+from sag.engine.recipe import TEST_CHECKPOINTS, VALIDATIONS, Recipe, get_recipe
+from sag.evaluation.protocol import AP_RULES, AVERAGES, get_protocol
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 DATASET_NAMES = ("market1501", "dukemtmc", "cuhk03", "synthetic")  # the same names as sag.data.DATASETS
@@ -17,7 +18,7 @@ _STAGE_STRIDES = {1: 4, 2: 8, 3: 16, 4: 32}  # backbone stride after each stage 
 
 @dataclass
 class TrainConfig:
-    """One training run; ``None`` for epochs / batch_size / lr means "the preset's value" (see ``RECIPES``)."""
+    """One training run; ``None`` means "the preset's value" (see ``RECIPES`` and ``PROTOCOLS``; ``resolved()``)."""
 
     dataset: str = "synthetic"
     data_root: str | None = None  # None: data/synthetic for the synthetic set, required otherwise
@@ -35,8 +36,17 @@ class TrainConfig:
     out: str = "runs/sag"
     resume: bool = False
     overwrite: bool = False
-    pretrained: bool = False
-    val_ids: int | None = None  # held-out training ids; None: 10% of the ids, between 2 and 100; 0: no validation
+    pretrained: bool | None = None  # ImageNet weights; None: yes on real datasets (backbones that have them)
+    val_ids: int | None = (
+        None  # validation="ids": held-out ids (None: 10%, 2-100); given alone, >0 means "ids", 0 "none"
+    )
+    validation: str | None = None  # "images" (one image per id, loss only) | "ids" | "none"; None: the preset's
+    test_checkpoint: str | None = None  # "best" (validation) | "last" epoch is tested; None: the preset's
+    drop_last: bool | None = None  # drop each epoch's incomplete last batch; None: the preset's
+    flip: bool | None = None  # test protocol (sag.evaluation.protocol); None: the preset's
+    ap: str | None = None  # "standard" | "trapezoid"
+    average: str | None = None  # "valid" | "all"
+    zero_center: bool = False  # paper only: after the [-1, 1] scaling, subtract the (ImageNet) mean pixel
     resident: bool = False
     channels_last: bool = False
     compile: bool = False
@@ -55,18 +65,53 @@ class TrainConfig:
         return get_recipe(self.preset)
 
     def resolved(self) -> TrainConfig:
-        """A copy with the preset's epochs, batch size and lr filled in and the data root defaulted."""
+        """A copy with every None filled in: the preset's recipe and test protocol, the data root, ImageNet weights
+        on real datasets (not on the synthetic one, nor for a backbone without them such as resnet_small)."""
         recipe = self.recipe
         root = self.data_root
         if root is None and self.dataset == "synthetic":
             root = DEFAULT_SYNTHETIC_ROOT
+        validation = self.validation
+        if validation is None:
+            validation = recipe.validation if not self.val_ids else "ids"
+            validation = "none" if self.val_ids == 0 else validation
+        protocol = get_protocol(self.preset, flip=self.flip, ap=self.ap, average=self.average)
+        from sag.models.factory import SMALL_BACKBONES  # deferred: the config module stays light
+
+        weights_exist = self.backbone not in SMALL_BACKBONES
+
+        def pick(value: Any, default: Any) -> Any:
+            return default if value is None else value
+
         return dataclasses.replace(
             self,
-            epochs=recipe.epochs if self.epochs is None else self.epochs,
-            batch_size=recipe.batch_size if self.batch_size is None else self.batch_size,
-            lr=recipe.lr_backbone if self.lr is None else self.lr,
+            epochs=pick(self.epochs, recipe.epochs),
+            batch_size=pick(self.batch_size, recipe.batch_size),
+            lr=pick(self.lr, recipe.lr_backbone),
             data_root=root,
+            pretrained=pick(self.pretrained, self.dataset != "synthetic" and weights_exist),
+            validation=validation,
+            test_checkpoint=pick(self.test_checkpoint, recipe.test_checkpoint),
+            drop_last=pick(self.drop_last, recipe.drop_last),
+            flip=protocol.flip,
+            ap=protocol.ap,
+            average=protocol.average,
         )
+
+    @property
+    def transforms(self) -> Any:
+        """What the data loaders normalise with: the preset's name, or with ``zero_center`` an AugmentConfig whose
+        Normalize is (x - m) / 0.5 = (2x - 1) - (2m - 1): the [-1, 1] pixels minus the ImageNet mean pixel m."""
+        if not self.zero_center:
+            return self.preset
+        from sag.data.transforms import IMAGENET_MEAN, get_augment
+
+        return get_augment(self.preset, mean=IMAGENET_MEAN)
+
+    @property
+    def protocol(self) -> dict[str, Any]:
+        """The test protocol of this (resolved) config: {"flip", "ap", "average"}."""
+        return get_protocol(self.preset, flip=self.flip, ap=self.ap, average=self.average).to_dict()
 
     def validate(self) -> None:
         """Raise ValueError naming the bad value and the valid choices; touches no file."""
@@ -97,6 +142,21 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         if self.val_ids is not None and self.val_ids < 0:
             raise ValueError(f"val_ids must be >= 0 (0 = no validation split), got {self.val_ids!r}")
+        for name, options in (
+            ("validation", VALIDATIONS),
+            ("test_checkpoint", TEST_CHECKPOINTS),
+            ("ap", AP_RULES),
+            ("average", AVERAGES),
+        ):
+            value = getattr(self, name)
+            if value is not None and value not in options:
+                raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(options)}")
+        if self.val_ids and self.validation not in (None, "ids"):
+            raise ValueError(
+                f"--val-ids {self.val_ids} holds out ids: it needs --validation ids, not {self.validation}"
+            )
+        if self.zero_center and self.recipe.normalization != "[-1, 1]":
+            raise ValueError(f"--zero-center applies to the [-1, 1] pixels of the paper preset, not to {self.preset}")
         if self.resume and self.overwrite:
             raise ValueError("--resume and --overwrite exclude each other: continue the run, or start it over")
         height, width = self.input_size
@@ -130,6 +190,9 @@ IDENTITY_FIELDS = (
     "precision",
     "pretrained",
     "val_ids",
+    "validation",
+    "drop_last",
+    "zero_center",
     "input_size",
     "dataset_options",
 )

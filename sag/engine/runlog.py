@@ -101,11 +101,19 @@ def summary_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
     test = summary.get("test", {})
     rows = [("run dir", summary.get("run_dir", "")), ("best epoch", str(summary.get("best_epoch")))]
     val = summary.get("best_val") or {}
-    if val:
+    if "mAP" in val:
         rows.append(("val rank-1 / mAP", f"{100 * val['rank1']:.2f} / {100 * val['mAP']:.2f}"))
+    elif val:
+        rows.append(("val loss / accuracy", f"{val['loss']:.4f} / {100 * val['accuracy']:.2f}"))
+    if "tested" in summary:
+        rows.append(("tested epoch", f"{summary.get('best_epoch')} ({summary['tested']})"))
     for key in ("rank1", "rank5", "rank10", "mAP", "mINP"):
         if key in test:
             rows.append((f"test {key}", f"{100 * test[key]:.2f}"))
+    if "protocol" in summary:
+        from sag.evaluation.protocol import describe_record
+
+        rows.append(("test protocol", describe_record(summary["protocol"])))
     rows.append(("train images/s", f"{summary.get('images_per_s', 0.0):.1f}"))
     rows.append(("wall time", f"{summary.get('wall_seconds', 0.0):.1f} s"))
     rows.append(("device", f"{summary.get('device')} x {summary.get('world_size', 1)}"))

@@ -1,4 +1,4 @@
-"""The validation split the paper selects models on: held-out training ids, scored like Market-1501's test."""
+"""Validation splits: one held-out image per id (every id trains, the released prepare.py), or held-out ids."""
 
 from __future__ import annotations
 
@@ -17,11 +17,28 @@ class ValidationSplit(NamedTuple):
     gallery: list[Any]  # the other images of the held-out ids
     num_classes: int
     held_out: list[int]  # original pids held out
+    images: tuple[Any, ...] = ()  # validation images of trained ids (pid relabelled like train): loss, accuracy only
 
 
 def default_val_ids(num_ids: int) -> int:
     """10% of the training ids, at least 2 and at most 100 (Market-1501: 75)."""
     return int(min(100, max(2, round(0.1 * num_ids))))
+
+
+def hold_out_images(records: Sequence[Any]) -> ValidationSplit:
+    """Every id trains; the first image (in path order) of each id with 2+ images becomes a validation image.
+
+    This is the released ``prepare.py``: its val folder holds the first image of every training id and is scored
+    by loss and accuracy only. ids are relabelled 0..K-1 in sorted order, in ``train`` and ``images`` alike.
+    """
+    by_id: dict[int, list[Any]] = defaultdict(list)
+    for record in records:
+        by_id[int(record.pid)].append(record)
+    ids = sorted(by_id)
+    first = {min(group, key=lambda r: str(r.path)) for group in by_id.values() if len(group) > 1}
+    train = [r for r in records if r not in first]
+    val = sorted(first, key=lambda r: (int(r.pid), str(r.path)))
+    return ValidationSplit(_relabel(train, ids), [], [], len(ids), [], tuple(_relabel(val, ids)))
 
 
 def carve_validation(records: Sequence[Any], val_ids: int, seed: int = 0) -> ValidationSplit:

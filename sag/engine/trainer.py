@@ -45,8 +45,9 @@ from sag.engine.runlog import (
     truncate_metrics,
     write_json_atomic,
 )
-from sag.engine.split import carve_validation, default_val_ids
+from sag.engine.split import carve_validation, default_val_ids, hold_out_images
 from sag.evaluation import evaluate
+from sag.evaluation.protocol import describe_record
 
 EpochCallback = Callable[[dict[str, Any]], None]
 
@@ -56,13 +57,14 @@ class RunResult:
     """What a finished run produced: its folder, the best validation epoch, the test scores and the epoch log."""
 
     run_dir: Path
-    best: dict[str, Any]  # {"epoch", and the validation metrics of that epoch}
-    final: dict[str, Any]  # test metrics of the best checkpoint: rank1, rank5, rank10, mAP, mINP, cmc
+    best: dict[str, Any]  # {"epoch" tested (best validation or last), and the validation metrics of that epoch}
+    final: dict[str, Any]  # test metrics of that epoch: rank1, rank5, rank10, mAP, mINP, cmc
     history: list[dict[str, Any]]  # metrics.jsonl
 
 
 def train(config: TrainConfig, callbacks: Sequence[EpochCallback] = ()) -> RunResult:
-    """Train ``config`` into ``config.out`` and test the best checkpoint; ``callbacks`` get each epoch's record.
+    """Train ``config`` into ``config.out`` and test the best or last epoch (``test_checkpoint``); ``callbacks`` get
+    each epoch's record.
 
     Under ``torchrun`` every process calls this; rank 0 alone writes files and prints.
     """
@@ -98,7 +100,7 @@ class _Run:
             print(message, flush=True)
 
     def run(self) -> RunResult:
-        """Set up, train the remaining epochs, test the best checkpoint."""
+        """Set up, train the remaining epochs, test the best or the last epoch."""
         cfg = self.cfg
         self._lock_run_dir()  # an existing RUN_DIR another run is writing (or --resume-ing) is refused at once
         found, state = self._check_run_dir()
@@ -106,8 +108,13 @@ class _Run:
             return state
         # everything that can fail on bad input happens before the run dir is touched
         dataset = self._load_dataset()
-        val_ids = default_val_ids(dataset.num_train_ids) if cfg.val_ids is None else cfg.val_ids
-        split = carve_validation(dataset.train, val_ids, seed=cfg.seed)
+        if cfg.validation == "ids":  # held-out ids, scored like the test set
+            val_ids = default_val_ids(dataset.num_train_ids) if cfg.val_ids is None else cfg.val_ids
+            split = carve_validation(dataset.train, val_ids, seed=cfg.seed)
+        elif cfg.validation == "images":  # every id trains; one image per id scores loss and accuracy
+            val_ids, split = 0, hold_out_images(dataset.train)
+        else:
+            val_ids, split = 0, carve_validation(dataset.train, 0)
         self.dataset, self.split, self.val_ids = dataset, split, val_ids
 
         _seed_everything(cfg.seed)
@@ -252,14 +259,14 @@ class _Run:
         cfg = self.cfg
         loader = make_train_loader(
             self.split.train,
-            preset=cfg.preset,
+            preset=cfg.transforms,
             batch_size=cfg.batch_size,
             workers=cfg.workers,
             seed=cfg.seed,
             device=self.device,
             resident=cfg.resident,
             size=cfg.input_size,
-            drop_last=True,
+            drop_last=cfg.drop_last,
             rank=self.ctx.rank,
             world_size=self.ctx.world_size,
             progress=self.cfg.progress and self.ctx.is_main,
@@ -268,6 +275,12 @@ class _Run:
             raise ValueError(
                 f"{len(self.split.train)} training images cannot fill one batch of {cfg.batch_size} per process "
                 f"x {self.ctx.world_size} process(es); lower --batch-size"
+            )
+        per_process = -(-len(self.split.train) // self.ctx.world_size)
+        if not cfg.drop_last and per_process % cfg.batch_size == 1 and _has_batchnorm1d(self.model):
+            raise ValueError(
+                f"with {len(self.split.train)} training images and --batch-size {cfg.batch_size} the last batch of "
+                "each epoch holds 1 image, which the head's BatchNorm1d cannot train on; choose another batch size"
             )
         return loader
 
@@ -308,7 +321,9 @@ class _Run:
         cfg = self.cfg
         record = cfg.to_dict() | {
             "recipe": cfg.recipe.to_dict(),
+            "protocol": cfg.protocol,
             "val_ids_used": self.val_ids,
+            "val_images": len(self.split.images),
             "num_classes": self.split.num_classes,
             "world_size": self.ctx.world_size,
             "effective_batch_size": cfg.batch_size * self.ctx.world_size,
@@ -320,12 +335,16 @@ class _Run:
         cfg, split, recipe = self.cfg, self.split, self.cfg.recipe
         depths = "baseline" if not cfg.depths else "D" + ",".join(map(str, cfg.depths))
         lr_new = cfg.lr * recipe.lr_new / recipe.lr_backbone
-        val = (
-            f"{len(split.held_out)} ids held out for validation ({len(split.query)} query / {len(split.gallery)} "
-            f"gallery images)"
-            if split.held_out
-            else "no validation split (the last epoch is kept as best)"
-        )
+        if split.held_out:
+            val = (
+                f"{len(split.held_out)} ids held out for validation ({len(split.query)} query / {len(split.gallery)} "
+                "gallery images)"
+            )
+        elif split.images:
+            val = f"{len(split.images)} validation images (one per id, loss and accuracy)"
+        else:
+            val = "no validation split"
+        tested = "the last epoch" if cfg.test_checkpoint == "last" or not self._has_validation else "the best epoch"
         batch = f"batch {cfg.batch_size}"
         if self.ctx.world_size > 1:
             batch += f" x {self.ctx.world_size} processes = {cfg.batch_size * self.ctx.world_size} effective"
@@ -334,7 +353,8 @@ class _Run:
             f"  train: {len(split.train)} images of {split.num_classes} ids; {val}\n"
             f"  epochs {start_epoch}..{cfg.epochs}, {batch}, SGD lr {cfg.lr:g} / {lr_new:g} "
             f"m={recipe.momentum} wd={recipe.weight_decay:g}{' nesterov' if recipe.nesterov else ''}, "
-            f"StepLR({recipe.step_size}, {recipe.gamma:g})\n"
+            f"StepLR({recipe.step_size}, {recipe.gamma:g}), epoch 1 at step {recipe.step_offset}\n"
+            f"  test: {tested}, {describe_record(cfg.protocol)}\n"
             f"  {cfg.precision} on {self.device}{', channels_last' if cfg.channels_last else ''}"
             f"{', compiled' if cfg.compile else ''}{', device-resident data' if cfg.resident else ''} -> {self.run_dir}"
         )
@@ -346,11 +366,10 @@ class _Run:
         stats = self._train_epoch(epoch)
         self.scheduler.step()
         record: dict[str, Any] = {"epoch": epoch, **stats, "lr": lrs}
-        if self._is_eval_epoch(epoch) and self.split.held_out:
+        if self._is_eval_epoch(epoch) and self._has_validation:
             val = self._validate() if self.ctx.is_main else None
             record["val"] = broadcast_object(self.ctx, val)
-            key = (record["val"]["mAP"], record["val"]["rank1"])
-            if not self.best or key > (self.best["mAP"], self.best["rank1"]):
+            if self.cfg.test_checkpoint == "best" and (not self.best or _val_key(record["val"]) > _val_key(self.best)):
                 self.best = {"epoch": epoch, **record["val"]}
                 self._save_best(epoch)
         self.elapsed += stats["seconds"]
@@ -363,8 +382,12 @@ class _Run:
             )
             if "val" in record:
                 v = record["val"]
-                line += f" | val rank-1 {100 * v['rank1']:.2f} mAP {100 * v['mAP']:.2f}"
-                line += f" (best: epoch {self.best['epoch']})"
+                if "mAP" in v:
+                    line += f" | val rank-1 {100 * v['rank1']:.2f} mAP {100 * v['mAP']:.2f}"
+                else:
+                    line += f" | val loss {v['loss']:.4f} acc {100 * v['accuracy']:.1f}%"
+                if self.best:
+                    line += f" (best: epoch {self.best['epoch']})"
             self.log(line)
         for callback in self.callbacks:
             callback(record)
@@ -433,10 +456,18 @@ class _Run:
             "seconds": seconds,
         }
 
+    @property
+    def _has_validation(self) -> bool:
+        """True when the split holds validation ids or images."""
+        return bool(self.split.held_out or self.split.images)
+
     def _validate(self) -> dict[str, float]:
-        """Rank-1/5/10 and mAP on the held-out ids (queries vs gallery, Market-style, cameras respected)."""
+        """Rank-1/5/10 and mAP on the held-out ids (queries vs gallery, Market-style, cameras respected), or the
+        loss and accuracy on the validation images (the released code's val phase)."""
         from sag.data import ReIDDataset
 
+        if self.split.images:
+            return self._validate_images()
         val = ReIDDataset(
             name="validation",
             root=Path(self.cfg.data_root),
@@ -449,11 +480,41 @@ class _Run:
         metrics = self._score(val)
         return {key: float(metrics[key]) for key in ("rank1", "rank5", "rank10", "mAP")}
 
+    @torch.no_grad()
+    def _validate_images(self) -> dict[str, float]:
+        """Cross-entropy and accuracy of the model in eval mode on the validation images (test transforms)."""
+        from sag.data import make_eval_loader
+
+        cfg, model = self.cfg, self.model
+        loader = make_eval_loader(self.split.images, preset=cfg.transforms, workers=cfg.workers, size=cfg.input_size)
+        was_training = model.training
+        model.eval()
+        loss_sum, correct, seen = 0.0, 0, 0
+        try:
+            for images, pids, _ in loader:
+                images, pids = images.to(self.device), torch.as_tensor(pids).to(self.device)
+                logits = model.head(model.embed(images)).float()  # (B, num_classes)
+                loss_sum += float(F.cross_entropy(logits, pids, reduction="sum"))
+                correct += int((logits.argmax(1) == pids).sum())
+                seen += len(pids)
+        finally:
+            model.train(was_training)
+        return {"loss": loss_sum / seen, "accuracy": correct / seen}
+
     def _score(self, dataset: Any) -> dict[str, Any]:
-        """Evaluate the bare model (eval transforms of the preset, at the training input size)."""
+        """Evaluate the bare model (eval transforms and test protocol of the config, at the training input size)."""
         cfg = self.cfg
         return evaluate(
-            self.model, dataset, preset=cfg.preset, size=cfg.input_size, device=self.device, workers=cfg.workers
+            self.model,
+            dataset,
+            preset=cfg.preset,
+            size=cfg.input_size,
+            device=self.device,
+            workers=cfg.workers,
+            flip=cfg.flip,
+            ap=cfg.ap,
+            average=cfg.average,
+            transforms=cfg.transforms,
         )
 
     def _state(self, epoch: int) -> dict[str, Any]:
@@ -494,10 +555,11 @@ class _Run:
 
     # ------------------------------------------------------------------ the end
     def _finish(self) -> RunResult:
-        """Test the best checkpoint on the dataset's query/gallery, write summary.json, print the table."""
+        """Test the best (or last) epoch on the dataset's query/gallery, write summary.json, print the table."""
         cfg, run_dir = self.cfg, self.run_dir
-        if not self.best:  # no validation split: the last epoch is the best
-            self.best = {"epoch": cfg.epochs}
+        if cfg.test_checkpoint == "last" or not self.best:  # the last epoch is tested: best.pt holds it
+            last = read_metrics(run_dir / "metrics.jsonl")[-1:] if self.ctx.is_main else []
+            self.best = {"epoch": cfg.epochs, **(last[0].get("val") or {} if last else {})}
             self._save_best(cfg.epochs)
         barrier(self.ctx)
         summary: dict[str, Any] | None = None
@@ -514,6 +576,8 @@ class _Run:
                 "test": test,
                 "best_epoch": self.best["epoch"],
                 "best_val": {k: v for k, v in self.best.items() if k != "epoch"},
+                "tested": cfg.test_checkpoint if self._has_validation else "last",
+                "protocol": metrics["protocol"],
                 "images_per_s": images / max(self.elapsed, 1e-9),
                 "train_seconds": self.elapsed,
                 "wall_seconds": self._wall(),
@@ -558,6 +622,16 @@ def _check_same_run(saved: TrainConfig, requested: TrainConfig, source: Path) ->
             f"--resume: {source} records a different run ({'; '.join(diffs)}); drop those options to continue "
             "it, or start a new run (--overwrite or another --out)"
         )
+
+
+def _val_key(val: dict[str, Any]) -> tuple[float, float]:
+    """What "best" means: validation (mAP, rank-1) on held-out ids, (accuracy, -loss) on validation images."""
+    return (val["mAP"], val["rank1"]) if "mAP" in val else (val["accuracy"], -val["loss"])
+
+
+def _has_batchnorm1d(model: nn.Module) -> bool:
+    """True if the model holds a BatchNorm1d (the released head), which cannot train on a batch of one."""
+    return any(isinstance(m, nn.BatchNorm1d) for m in model.modules())
 
 
 def _seed_everything(seed: int) -> None:

@@ -11,6 +11,7 @@ from sag.evaluation.cuhk03 import evaluate_cuhk03_classic
 from sag.evaluation.distance import squared_distances
 from sag.evaluation.features import extract_features
 from sag.evaluation.multi_query import multi_query_features
+from sag.evaluation.protocol import get_protocol
 from sag.evaluation.ranking import RankingAccumulator, evaluate_ranking
 from sag.evaluation.rerank import re_ranking
 
@@ -23,29 +24,36 @@ def evaluate(
     rerank: bool = False,
     multi_query: bool = False,
     batch_size: int = 128,
-    flip: bool = False,
+    flip: bool | None = None,
     device: torch.device | str | None = None,
     preset: str | None = "paper",
     max_rank: int = 50,
-    ap: str = "standard",
+    ap: str | None = None,
     pooling: str = "mean",
     workers: int = 0,
     size: tuple[int, int] | None = None,
+    average: str | None = None,
+    transforms: Any = None,
 ) -> dict[str, Any]:
     """Evaluate ``model`` on a ``sag.data.ReIDDataset``'s query and gallery under the dataset's protocol.
 
-    Extracts L2-normalised embeddings (``extract_features``; test transforms of ``preset``), ranks the gallery
-    by squared Euclidean distance (2 - 2 cos) and returns ``evaluate_features``'s dict: ``rank1``, ``rank5``,
+    The test protocol is ``preset``'s (``sag.evaluation.protocol.PROTOCOLS``) unless ``flip`` (mean with the
+    mirror image, then L2), ``ap`` ("standard" | "trapezoid") or ``average`` ("valid" | "all") are given; the
+    result records it under ``protocol``. Extracts L2-normalised embeddings (``extract_features``; test transforms
+    of ``preset``), ranks the gallery by squared Euclidean distance (2 - 2 cos) and returns ``evaluate_features``'s
+    dict: ``rank1``, ``rank5``,
     ``rank10``, ``mAP``, ``mINP`` (fractions), ``cmc`` and, with ``rerank``, the same keys prefixed ``rerank_``
     for k-reciprocal re-ranking (k1=20, k2=6, lambda=0.3). ``multi_query`` pools each query with the
     ``dataset.multi_query`` images (Market-1501's gt_bbox) of its person and camera (``pooling`` mean or max).
     A CUHK03 classic dataset (``dataset.protocol == "classic"``) gets single-gallery-shot CMC. ``workers``:
     DataLoader processes decoding the images; ``size``: (H, W) the images are resized to (default: the
-    model's own ``input_size``, the size it was built and trained at, else the data pipeline's 160 x 64).
+    model's own ``input_size``, the size it was built and trained at, else the data pipeline's 160 x 64);
+    ``transforms``: an AugmentConfig (or preset name) for the test images instead of ``preset``'s.
     """
     from sag.data import make_eval_loader  # here, so that sag.evaluation imports without the data stack
 
     preset = "paper" if preset is None else preset
+    protocol = get_protocol(preset, flip=flip, ap=ap, average=average)
     device = torch.device(device) if device is not None else None
     size = size if size is not None else getattr(model, "input_size", None)
 
@@ -53,8 +61,10 @@ def evaluate(
         if not records:
             raise ValueError(f"dataset {getattr(dataset, 'name', '?')!r} has no {what} images")
         options = {} if size is None else {"size": tuple(size)}
-        loader = make_eval_loader(records, preset=preset, batch_size=batch_size, workers=workers, **options)
-        return extract_features(model, loader, flip=flip, device=device, desc=what)
+        loader = make_eval_loader(
+            records, preset=transforms or preset, batch_size=batch_size, workers=workers, **options
+        )
+        return extract_features(model, loader, flip=protocol.flip, device=device, desc=what)
 
     q_feats, q_pids, q_camids = features(dataset.query, "query")
     if dataset.gallery is dataset.query or list(dataset.gallery) == list(dataset.query):
@@ -69,7 +79,7 @@ def evaluate(
             )
         mq_feats, mq_pids, mq_camids = features(dataset.multi_query, "multi-query")
         q_feats = multi_query_features(q_feats, q_pids, q_camids, mq_feats, mq_pids, mq_camids, pooling=pooling)
-    return evaluate_features(
+    out = evaluate_features(
         q_feats,
         g_feats,
         q_pids,
@@ -79,8 +89,10 @@ def evaluate(
         rerank=rerank,
         single_gallery_shot=getattr(dataset, "protocol", None) == "classic",
         max_rank=max_rank,
-        ap=ap,
+        ap=protocol.ap,
+        average=protocol.average,
     )
+    return out | {"protocol": protocol.to_dict()}
 
 
 def evaluate_features(
@@ -94,8 +106,12 @@ def evaluate_features(
     single_gallery_shot: bool = False,
     max_rank: int = 50,
     ap: str = "standard",
+    average: str = "valid",
 ) -> dict[str, Any]:
     """Rank-k / mAP / mINP from query and gallery features, ranked by squared Euclidean distance.
+
+    ``ap`` is the AP rule ("standard" | "trapezoid"); ``average="all"`` divides every metric by all queries (a query
+    without a good match counts 0, as the official ``evaluation.m``), ``"valid"`` by the queries with one.
 
     The distances are computed and ranked a block of queries at a time, so the (Q, G) matrix is never held
     (except with ``rerank``, whose result is that matrix). With ``single_gallery_shot`` (CUHK03 classic) the
@@ -115,9 +131,9 @@ def evaluate_features(
     labels = (q_pids, g_pids, q_camids, g_camids)
 
     if single_gallery_shot:
-        out = _single_gallery_shot(squared_distances(q, g), *labels, max_rank=max_rank, ap=ap)
+        out = _single_gallery_shot(squared_distances(q, g), *labels, max_rank=max_rank, ap=ap, average=average)
     else:
-        accumulator = RankingAccumulator(g_pids, g_camids, max_rank=max_rank, ap=ap, device=q.device)
+        accumulator = RankingAccumulator(g_pids, g_camids, max_rank=max_rank, ap=ap, device=q.device, average=average)
         if accumulator.num_gallery != g.shape[0]:
             num = accumulator.num_gallery
             raise ValueError(f"g_pids has {num} entries, expected {g.shape[0]} (one per row of g_feats)")
@@ -137,17 +153,19 @@ def evaluate_features(
     if rerank:
         distmat = re_ranking(q, g)
         if single_gallery_shot:
-            reranked = _single_gallery_shot(distmat, *labels, max_rank=max_rank, ap=ap)
+            reranked = _single_gallery_shot(distmat, *labels, max_rank=max_rank, ap=ap, average=average)
         else:
-            reranked = evaluate_ranking(distmat, *labels, max_rank=max_rank, ap=ap)
+            reranked = evaluate_ranking(distmat, *labels, max_rank=max_rank, ap=ap, average=average)
             reranked.pop("AP")
         out.update({f"rerank_{key}": value for key, value in reranked.items()})
     return out
 
 
-def _single_gallery_shot(distmat: torch.Tensor, *labels: Any, max_rank: int, ap: str) -> dict[str, Any]:
+def _single_gallery_shot(
+    distmat: torch.Tensor, *labels: Any, max_rank: int, ap: str, average: str = "valid"
+) -> dict[str, Any]:
     """CUHK03 classic: single-gallery-shot CMC, and mAP / mINP over the full gallery."""
     out = evaluate_cuhk03_classic(distmat, *labels, max_rank=max_rank)
-    full = evaluate_ranking(distmat, *labels, max_rank=max_rank, ap=ap)
+    full = evaluate_ranking(distmat, *labels, max_rank=max_rank, ap=ap, average=average)
     out.update(mAP=full["mAP"], mINP=full["mINP"])
     return out

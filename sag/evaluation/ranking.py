@@ -9,8 +9,9 @@ import torch
 
 from sag.evaluation import _checks
 from sag.evaluation._ops import exclusive_cumsum, flat_nonzero, lexsort_rows
+from sag.evaluation.protocol import AVERAGES
 
-AP_RULES = ("standard", "trapezoid")
+AP_RULES = ("standard", "trapezoid")  # = sag.evaluation.protocol.AP_RULES
 JUNK_PID = -1  # gallery images of this id are junk for every query (Market-1501)
 _CHUNK_ELEMENTS = 1 << 20  # distance entries ranked at once: bounds the memory used beyond the matrix
 
@@ -23,13 +24,16 @@ def evaluate_ranking(
     g_camids: Any,
     max_rank: int = 50,
     ap: str = "standard",
+    average: str = "valid",
 ) -> dict[str, Any]:
     """CMC, mAP and mINP of ranking the gallery by ``distmat`` (Q, G), smaller = more similar.
 
     Protocol (Market-1501, DukeMTMC-reID, CUHK03-NP): for a query, gallery images with the same person id and a
     different camera are *good*; those with the same id and the same camera, and every gallery image of id -1,
     are *junk* and removed from its ranking; everything else (distractors of id 0 included) is a wrong match.
-    Queries without any good image are skipped and counted in ``num_skipped_queries``. Ties are broken stably
+    Queries without any good image are counted in ``num_skipped_queries``; ``average="valid"`` leaves them out of
+    every mean, ``average="all"`` (the official ``evaluation.m`` and the released code) divides by all queries, so
+    each of them counts 0 in CMC, mAP and mINP. Ties are broken stably
     by gallery index: of two gallery images at the same distance, the one with the smaller index ranks first.
 
     ``ap="standard"`` is non-interpolated AP, the mean over good images of the precision at their rank
@@ -52,7 +56,7 @@ def evaluate_ranking(
     num_q, num_g = dist.shape
     g_pids = _checks.labels(g_pids, "g_pids", dist.device, num_g, "distmat column")
     g_camids = _checks.labels(g_camids, "g_camids", dist.device, num_g, "distmat column")
-    accumulator = RankingAccumulator(g_pids, g_camids, max_rank=max_rank, ap=ap, device=dist.device)
+    accumulator = RankingAccumulator(g_pids, g_camids, max_rank=max_rank, ap=ap, device=dist.device, average=average)
     q_pids = _checks.labels(q_pids, "q_pids", dist.device, num_q, "distmat row")
     q_camids = _checks.labels(q_camids, "q_camids", dist.device, num_q, "distmat row")
     rows = accumulator.block_rows  # each block is checked again by add(): cheap, the labels are already tensors
@@ -76,9 +80,11 @@ class RankingAccumulator:
         max_rank: int = 50,
         ap: str = "standard",
         device: torch.device | str | None = None,
+        average: str = "valid",
     ) -> None:
         self.max_rank = _checks.positive_int(max_rank, "max_rank")
         self.ap = _checks.choice(ap, "ap", AP_RULES)
+        self.average = _checks.choice(average, "average", AVERAGES)
         device = torch.device("cpu") if device is None else torch.device(device)
         self._g_pids = _checks.labels(g_pids, "g_pids", device)
         self.num_gallery = int(self._g_pids.shape[0])
@@ -186,14 +192,15 @@ class RankingAccumulator:
                 f"none of the {self._num_queries} queries has a valid match (a gallery image with the same person "
                 "id from another camera): check q_pids / g_pids and the camera ids"
             )
-        cmc = (torch.cumsum(self._hist[: self.max_rank], 0).double() / valid).cpu().numpy()
+        over = valid if self.average == "valid" else self._num_queries  # "all": a no-match query counts 0
+        cmc = (torch.cumsum(self._hist[: self.max_rank], 0).double() / over).cpu().numpy()
         out: dict[str, Any] = {"cmc": cmc}
         for k in (1, 5, 10):
             if k <= self.max_rank:
                 out[f"rank{k}"] = float(cmc[k - 1])
         out.update(
-            mAP=float(np.nanmean(ap)),
-            mINP=float(self._inp_sum) / valid,
+            mAP=float(np.nansum(ap)) / over,
+            mINP=float(self._inp_sum) / over,
             AP=ap,
             num_valid_queries=valid,
             num_skipped_queries=self._num_queries - valid,

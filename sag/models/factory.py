@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from sag.models.heads import HEADS
@@ -19,10 +20,10 @@ def preset_options(preset: str, depths: tuple[int, ...]) -> dict[str, Any]:
     if preset == "paper":
         # bilinear x2 (Eq. 1), fc head; Eq. 7 only below D4, as section 4.6 recommends
         below_d4 = tuple(d for d in depths if d < 4)
-        return {"upsample": "bilinear", "head": "fc", "pooled_l2": False, "l2_depths": below_d4}
+        return {"upsample": "bilinear", "head": "fc", "pooled_l2": False, "l2_depths": below_d4, "init": "torch"}
     if preset == "released_code":
-        # nearest x2, 512-d bottleneck head, L2 norm of the pooled feature always on
-        return {"upsample": "nearest", "head": "bottleneck", "pooled_l2": True, "l2_depths": ()}
+        # nearest x2, 512-d bottleneck head, L2 norm of the pooled feature always on, its init of the new layers
+        return {"upsample": "nearest", "head": "bottleneck", "pooled_l2": True, "l2_depths": (), "init": "released"}
     raise ValueError(f"unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}")
 
 
@@ -37,6 +38,7 @@ OVERRIDES = (
     "dropout",
     "leaky_slope",
     "input_size",
+    "init",
 )
 
 
@@ -59,6 +61,8 @@ def build_model(
     Eq. 7 L2 norm    at D1-D3 only (sec. 4.6)    never at the grid (per sample: ``l2_mode="sample"``)
     pooled feature   average pool                average pool, then L2-normalised (always)
     head             Linear(C4, classes)         Linear(C4,512)-BN1d-LeakyReLU(0.1)-Dropout(0.5)-Linear
+    init (new)       torch's defaults            Linear kaiming fan_out, BN1d N(1, .02), classifier
+                                                 N(0, .001), biases 0; SAG conv kaiming fan_in
     ===============  ==========================  ====================================================
 
     ``overrides`` replace single preset options: one of ``OVERRIDES``. ``pretrained`` loads
@@ -104,8 +108,24 @@ def build_model(
     if pretrained:
         weights_enum = torchvision.models.get_model_weights(backbone)
         weights = weights_enum["IMAGENET1K_V1" if pretrained is True else pretrained]
-    net = torchvision.models.get_model(backbone, weights=weights)
+    try:
+        net = torchvision.models.get_model(backbone, weights=weights)
+    except OSError as err:  # URLError, HTTPError, a socket error: the weights could not be downloaded
+        raise _weights_error(weights, err) from err
     return SAGNet(net, num_classes, depths, **options)
+
+
+def _weights_error(weights: Any, err: OSError) -> FileNotFoundError:
+    """The one-line error for ImageNet weights neither cached nor downloadable: how to do without, or offline."""
+    import torch
+
+    name = weights.url.rsplit("/", 1)[-1]
+    cache = Path(torch.hub.get_dir()) / "checkpoints"
+    return FileNotFoundError(
+        f"ImageNet weights {name} are not in {cache} and cannot be downloaded ({type(err).__name__}: {err}); "
+        f"pass --no-pretrained (pretrained=False) to train from scratch, or copy {name} from {weights.url} into "
+        f"{cache} for offline use"
+    )
 
 
 def _check_input_size(size: tuple[int, int], depths: tuple[int, ...]) -> None:

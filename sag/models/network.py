@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sag.models.heads import build_head
+from sag.models.heads import INITS, build_head, init_head_released
 from sag.models.sag_module import L2_EPS, SAGModule
 
 STAGE_STRIDES = {1: 4, 2: 8, 3: 16, 4: 32}  # total stride of the backbone after each stage
@@ -49,6 +49,7 @@ class SAGNet(nn.Module):
         dropout: float = 0.5,
         leaky_slope: float = 0.1,
         input_size: tuple[int, int] = (160, 64),
+        init: str = "torch",
     ) -> None:
         super().__init__()
         self.depths = tuple(sorted(set(depths)))
@@ -64,6 +65,12 @@ class SAGNet(nn.Module):
         )
         self.feature_dim = channels[-1]
         self.head = build_head(head, self.feature_dim, num_classes, bottleneck_dim, dropout, leaky_slope)
+        if init not in INITS:
+            raise ValueError(f"unknown init {init!r}; valid: {', '.join(INITS)}")
+        if init == "released":  # the new layers as the released code initialises them (the backbone is untouched)
+            init_head_released(self.head)
+            for module in self.sag.values():
+                module.init_released()
 
     def check_input(self, images: torch.Tensor) -> None:
         """Raise ValueError unless images is (N, 3, H, W) with H, W divisible by the deepest grid's stride."""
@@ -113,9 +120,12 @@ class SAGNet(nn.Module):
         """{depth: grid (N, 1, h, w)} for every SAG depth; each grid sums to 1 per sample."""
         return self.backbone_features(images)[1]
 
-    def parameter_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
-        """(backbone parameters, new parameters: SAG modules and head), for the two learning rates."""
-        new = list(self.sag.parameters()) + list(self.head.parameters())
+    def parameter_groups(self, sag: str = "backbone") -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+        """(slow, fast) parameters for the two learning rates: the head is fast; the SAG modules (conv + BN) are
+        slow with the backbone (``sag="backbone"``, both presets) or fast with the head (``sag="new"``)."""
+        if sag not in ("backbone", "new"):
+            raise ValueError(f"unknown SAG lr group {sag!r}; valid: backbone, new")
+        new = (list(self.sag.parameters()) if sag == "new" else []) + list(self.head.parameters())
         new_ids = {id(p) for p in new}
         return [p for p in self.parameters() if id(p) not in new_ids], new
 

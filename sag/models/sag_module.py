@@ -52,6 +52,10 @@ class SAGModule(nn.Module):
         self.l2_normalize = l2_normalize
         self.l2_mode = l2_mode
 
+    def init_released(self) -> None:
+        """The released code's init of the attention conv: kaiming_normal (fan_in); bias and BN keep torch's."""
+        nn.init.kaiming_normal_(self.conv.weight, a=0, mode="fan_in")
+
     def grid(self, low: torch.Tensor) -> torch.Tensor:
         """Attention grid G from low-resolution features: (N, C, h, w) -> (N, 1, h, w), sums to 1."""
         return grid_softmax(F.relu(self.bn(self.conv(low))))

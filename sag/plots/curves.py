@@ -70,9 +70,11 @@ def plot_cmc(
 @styled
 def plot_training_curves(
     runs: Mapping[str, str | os.PathLike | Sequence[Mapping[str, Any]]] | str | os.PathLike,
-    val_metrics: Sequence[str] = ("mAP", "rank1"),
+    val_metrics: Sequence[str] = ("mAP", "rank1", "accuracy"),
 ) -> Figure:
-    """Loss, training accuracy and validation metrics vs epoch for one run (dir / metrics.jsonl) or {label: run}."""
+    """Loss, training accuracy and validation metrics vs epoch for one run (dir / metrics.jsonl) or {label: run}.
+
+    Validation on held-out ids logs mAP / rank-1; validation on one image per id logs accuracy (and loss)."""
     if isinstance(runs, (str, os.PathLike)):
         runs = {Path(runs).name if Path(runs).is_dir() else Path(runs).parent.name: runs}
     histories = {
