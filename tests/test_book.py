@@ -54,7 +54,71 @@ def test_auto_mode_is_full_only_with_a_gpu_and_the_dataset(monkeypatch, tmp_path
     assert sag.book.choose_mode("market1501", {}) == "cpu"  # data alone is not enough
     monkeypatch.setattr(sag.book, "real_data_present", lambda dataset, environ=None: False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert sag.book.choose_mode("market1501", {}) == "cpu"  # a GPU alone is not enough
+    assert sag.book.choose_mode("market1501", {}) == "gpu"  # a GPU alone: the Market-scale synthetic world
+    assert sag.book.choose_mode("market1501", {"SAG_BOOK_MODE": "cpu"}) == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert sag.book.choose_mode("market1501", {"SAG_BOOK_MODE": "gpu"}) == "gpu"  # forced
+
+
+def _no_weights(backbone="resnet50"):
+    return False, "URLError: offline"
+
+
+def test_gpu_mode_uses_cuda_the_market_scale_world_and_imagenet_weights(monkeypatch, tmp_path, capsys):
+    made = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(sag.book, "real_data_present", lambda dataset, environ=None: False)
+    monkeypatch.setattr(sag.book, "synthetic_root", lambda **world: made.append(world) or tmp_path)
+    monkeypatch.setattr(sag.book, "imagenet_weights_available", lambda backbone="resnet50": (True, ""))
+    monkeypatch.delenv("SAG_BOOK_MODE", raising=False)
+    mode = sag.book.setup("Chapter 0", cpu={"epochs": 3, "pretrained": False},
+                          gpu={"epochs": 2, "pretrained": True}, full={"epochs": 200, "pretrained": True})  # fmt: skip
+    assert (mode.name, mode.device.type, mode.dataset) == ("gpu", "cuda", "synthetic")
+    assert mode.settings == {"epochs": 2, "pretrained": True}
+    assert made == [sag.book.WORLDS["gpu"]] and made[0]["num_train_ids"] == 751 and made[0]["num_test_ids"] == 750
+    training = mode.training
+    assert (training["backbone"], training["input_size"], training["pretrained"]) == ("resnet50", (160, 64), True)
+    out = capsys.readouterr().out
+    assert "mode: gpu (synthetic data at Market-1501 scale, ResNet-50" in out and "note:" not in out
+
+
+def test_gpu_mode_falls_back_to_scratch_without_weights_and_to_cpu_without_cuda(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(sag.book, "synthetic_root", lambda **world: tmp_path)
+    monkeypatch.setattr(sag.book, "imagenet_weights_available", _no_weights)
+    monkeypatch.setenv("SAG_BOOK_MODE", "gpu")
+    mode = sag.book.setup(cpu={"pretrained": False}, full={"pretrained": True}, gpu={"pretrained": True})
+    assert mode.name == "gpu" and mode.device == torch.device("cpu")
+    assert mode.settings == {"pretrained": False} and mode.training["pretrained"] is False  # from scratch
+    out = capsys.readouterr().out
+    assert "note: no ImageNet weights (URLError: offline): the models train from scratch" in out
+    assert "note: SAG_BOOK_MODE=gpu without a CUDA device" in out
+    worlds = []
+    monkeypatch.setattr(sag.book, "synthetic_root", lambda **world: worlds.append(world) or tmp_path)
+    plain = sag.book.setup(cpu={"a": 1}, full={"a": 2}, synthetic={"num_train_ids": 5}, verbose=False)
+    assert plain.settings == {"a": 1} and worlds[-1]["num_train_ids"] == 5  # no gpu settings: the cpu ones and world
+
+
+def test_imagenet_weights_available_reports_a_failed_download(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # an empty hub cache: the weights must be downloaded
+
+    def offline(*args, **kwargs):
+        raise OSError("no network in tests")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    assert sag.book.imagenet_weights_available("resnet50") == (False, "OSError: no network in tests")
+
+
+def test_cpu_mode_trains_the_demo_model_and_the_gpu_mode_resnet50_at_160x64(monkeypatch, tmp_path):
+    from sag.commands.train import DEMO_DEFAULTS
+
+    cpu = sag.book.TRAINING["cpu"]
+    assert {k: cpu[k] for k in ("backbone", "input_size", "epochs", "batch_size", "lr")} == {
+        k: DEMO_DEFAULTS[k] for k in ("backbone", "input_size", "epochs", "batch_size", "lr")}  # fmt: skip
+    assert sag.book.WORLDS["cpu"] == DEMO_DEFAULTS["dataset_options"] | {"seed": 0}
+    flops = sag.book.training_flops("resnet_small", (4,), (64, 32), classes=10)
+    assert flops > sag.book.training_flops("resnet_small", (), (64, 32), classes=10) > 0  # SAG adds the 2x branch
+    assert sag.book.gpu_seconds(4e12, 10, tflops=4.0) == pytest.approx(10.0)
 
 
 def test_real_data_present_uses_the_loaders(tmp_path):
@@ -78,6 +142,50 @@ def test_setup_prints_mode_and_settings_and_seeds(monkeypatch, tmp_path, capsys)
     sag.book.setup(cpu={}, full={}, seed=5, synthetic=TINY, verbose=False)
     assert torch.equal(torch.rand(3), first)  # seeded again: same stream
     assert capsys.readouterr().out == ""
+
+
+def test_trained_model_is_cached_by_code_and_settings(monkeypatch, tmp_path):
+    calls = []
+
+    class Result:
+        pass
+
+    def fake_train(config):
+        calls.append(config)
+        return Result()
+
+    monkeypatch.setattr("sag.engine.train", fake_train)
+    monkeypatch.setattr("sag.engine.load_checkpoint", lambda path, device=None: (torch.nn.Linear(1, 1), None))
+    monkeypatch.setattr(sag.book, "synthetic_root", lambda **world: tmp_path / "world")
+    monkeypatch.setenv("SAG_CACHE_DIR", str(tmp_path / "cache"))
+    mode = sag.book.BookMode("cpu", torch.device("cpu"), "synthetic", tmp_path, 0)
+    sag.book.trained_model(mode, depths=(4,))
+    sag.book.trained_model(mode, depths=(4,))
+    sag.book.trained_model(mode, depths=())
+    first, again, baseline = calls
+    assert first.out == again.out and first.out != baseline.out
+    assert Path(first.out).parts[-2:] == ("D4", "seed0") and Path(baseline.out).parts[-2:] == ("baseline", "seed0")
+    assert Path(first.out).parents[2] == tmp_path / "cache" / "runs"  # the layout of python -m sag ablate
+    assert (first.backbone, first.input_size, first.epochs, first.depths) == ("resnet_small", (64, 32), 16, (4,))
+    monkeypatch.setattr(sag.book, "package_digest", lambda: "changed code")
+    sag.book.trained_model(mode, depths=(4,))
+    assert calls[-1].out != first.out  # new sag code: a new run folder, never a stale model
+
+
+def test_assert_learned_needs_a_clear_margin_over_the_untrained_network(monkeypatch, tmp_path):
+    import types
+
+    monkeypatch.setattr(sag.book, "untrained_scores", lambda mode, depths: {"rank1": 0.10, "mAP": 0.05})
+    mode = sag.book.BookMode("cpu", torch.device("cpu"), "synthetic", tmp_path, 0)
+    learned = types.SimpleNamespace(final={"rank1": 0.62, "mAP": 0.40}, history=[{"loss": 1.2}])
+    line = sag.book.assert_learned(mode, learned, (4,), num_classes=100)
+    assert line.startswith("D4: test rank-1 10.0 -> 62.0, mAP 5.0 -> 40.0") and "< 0.8 ln K = 3.68" in line
+    with pytest.raises(AssertionError, match=r"did not learn: rank-1 10\.0 -> 25\.0"):
+        sag.book.assert_learned(mode, types.SimpleNamespace(final={"rank1": 0.25, "mAP": 0.2}, history=[{"loss": 1}]),
+                                (), num_classes=100)  # fmt: skip
+    with pytest.raises(AssertionError, match=r"final loss 4\.00 is not below 0\.8 ln K"):
+        sag.book.assert_learned(mode, types.SimpleNamespace(final={"rank1": 0.9, "mAP": 0.8}, history=[{"loss": 4}]),
+                                (), num_classes=100)  # fmt: skip
 
 
 def test_setup_refuses_settings_that_differ_between_modes():

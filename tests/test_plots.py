@@ -62,6 +62,23 @@ def test_attention_grids_figure4_layout(tmp_path):
         plots.plot_attention_grids(images, {4: grids[4][:1]})
 
 
+def test_attention_in_units_of_the_uniform_weight_on_one_scale_per_depth(tmp_path):
+    images = torch.rand(2, 3, 64, 32) * 2 - 1
+    grids = {4: torch.tensor([[[[0.9], [0.1]]], [[[0.5], [0.5]]]]), 3: torch.full((2, 1, 4, 2), 1 / 8)}
+    fig = plots.plot_attention_grids(images, grids, scale="uniform")
+    axes = [ax for ax in fig.axes if ax.images]  # the colour bars' axes hold no image
+    axes = np.array(axes).reshape(2, 3)
+    d4_peaked, d4_flat, d3_flat = (axes[0, 1].images[1], axes[1, 1].images[1], axes[0, 2].images[1])
+    assert d4_peaked.get_array()[0, 0] == pytest.approx(1.8) and d4_peaked.get_array()[-1, 0] == pytest.approx(0.2)
+    np.testing.assert_allclose(d4_flat.get_array(), 1.0)  # a flat grid: one value, the uniform weight
+    np.testing.assert_allclose(d3_flat.get_array(), 1.0)
+    assert d4_peaked.get_clim() == d4_flat.get_clim() == (0.0, 2.0)  # one scale per depth, 1 in the middle
+    assert len(fig.axes) == 6 + 2  # a colour bar under each depth's column
+    _png(fig, tmp_path)
+    with pytest.raises(ValueError, match="scale must be 'own' or 'uniform'"):
+        plots.plot_attention_grids(images, grids, scale="max")
+
+
 def test_model_attention_uses_every_depth_deepest_first(tmp_path):
     torch.manual_seed(0)
     model = build_model("resnet18", num_classes=3, depths=(2, 4)).train()

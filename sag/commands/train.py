@@ -116,7 +116,7 @@ def untrained_scores(config: TrainConfig) -> dict[str, float]:
     dataset = load_dataset(cfg.dataset, cfg.data_root, **cfg.dataset_options)
     _seed_everything(cfg.seed)
     model = build_model(cfg.backbone, num_classes=max(dataset.num_train_ids, 1), depths=cfg.depths, preset=cfg.preset,
-                        input_size=cfg.input_size)  # fmt: skip
+                        pretrained=cfg.pretrained, input_size=cfg.input_size)  # fmt: skip
     device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     metrics = evaluate(model.to(device), dataset, preset=cfg.preset, size=cfg.input_size, device=device)
     return {key: float(metrics[key]) for key in ("rank1", "mAP")}

@@ -38,14 +38,21 @@ def plot_attention_grids(
     cmap: str = "jet",
     titles: Sequence[str] | None = None,
     panel_size: tuple[float, float] = (1.3, 2.6),
+    scale: str = "own",
 ) -> Figure:
     """Rows = images, columns = the original then one overlay per grid (Figure 4).
 
     ``images``: N images (model inputs (N, 3, H, W) normalised as ``normalization`` says, arrays or paths);
     ``grids``: {column key: (N, 1, h, w) or (N, h, w)}, e.g. ``model.attention_grids(x)`` (int keys = depths,
-    shown in the given order) or grids of different models keyed by name. Each overlay is scaled to its own
-    maximum; the corner text gives the peak weight relative to a uniform grid (1/(h*w)).
+    shown in the given order) or grids of different models keyed by name. The corner text gives the peak weight
+    relative to a uniform grid (1/(h*w)).
+
+    ``scale="own"``: each overlay is scaled to its own maximum. ``scale="uniform"``: every weight is drawn in units of
+    the uniform weight (G * h*w, so 1 = uniform) on one colour scale per column, from 0 to max(2, the column's
+    largest value), with a colour bar: a flat grid looks flat (one colour, that of 1), whatever its shape.
     """
+    if scale not in ("own", "uniform"):
+        raise ValueError(f"scale must be 'own' or 'uniform', got {scale!r}")
     shown = [to_display_image(img, normalization) for img in images]
     if not shown:
         raise ValueError("no images to show; give at least one image")
@@ -55,17 +62,29 @@ def plot_attention_grids(
             raise ValueError(f"grid {key!r} has {len(g)} maps for {len(shown)} images; give one per image")
     n, m = len(shown), len(columns) + 1
     fig, axes = new_figure(n, m, figsize=(panel_size[0] * m, panel_size[1] * n))
+    top = {}  # scale="uniform": the colour scale's top per column, in units of the uniform weight
+    for key, batch in columns:
+        values = np.stack([_as_grid(batch[i]) for i in range(n)])  # (N, h, w)
+        units = values * values[0].size / np.maximum(values.sum(axis=(1, 2), keepdims=True), 1e-12)
+        top[key] = max(2.0, float(units.max()))
     for i, image in enumerate(shown):
         axes[i, 0].imshow(image)
         if titles is not None:
             axes[i, 0].set_ylabel(titles[i], fontsize=8)
         for j, (key, batch) in enumerate(columns, start=1):
-            grid = np.asarray(batch[i].detach().cpu().float() if isinstance(batch, torch.Tensor) else batch[i])
-            grid = grid.reshape(grid.shape[-2:])  # (h, w)
+            grid = _as_grid(batch[i])  # (h, w)
             heat = upsample_grid(grid, image.shape[:2], mode)  # (H, W)
             ax = axes[i, j]
             ax.imshow(image)
-            ax.imshow(heat / max(heat.max(), 1e-12), cmap=cmap, alpha=alpha, vmin=0.0, vmax=1.0)
+            if scale == "uniform":
+                units = heat * grid.size / max(grid.sum(), 1e-12)  # 1 = the uniform weight
+                overlay = ax.imshow(units, cmap=cmap, alpha=alpha, vmin=0.0, vmax=top[key])
+                if i == n - 1:
+                    bar = fig.colorbar(overlay, ax=axes[:, j].tolist(), location="bottom", shrink=0.9, pad=0.02)
+                    bar.set_label("x uniform", fontsize=7)
+                    bar.ax.tick_params(labelsize=6)
+            else:
+                ax.imshow(heat / max(heat.max(), 1e-12), cmap=cmap, alpha=alpha, vmin=0.0, vmax=1.0)
             ratio = grid.max() * grid.size / max(grid.sum(), 1e-12)  # peak vs a uniform grid
             ax.text(
                 0.03, 0.02, f"peak x{ratio:.1f}", transform=ax.transAxes, fontsize=7, color="white",
@@ -79,6 +98,12 @@ def plot_attention_grids(
         ax.set_yticks([])
         ax.grid(False)
     return fig
+
+
+def _as_grid(item: Any) -> np.ndarray:
+    """One image's grid as a float (h, w) array, from (1, h, w) / (h, w) tensors or arrays."""
+    grid = np.asarray(item.detach().cpu().float() if isinstance(item, torch.Tensor) else item, dtype=float)
+    return grid.reshape(grid.shape[-2:])
 
 
 @torch.no_grad()
