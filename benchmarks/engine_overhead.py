@@ -16,6 +16,7 @@ default checkpoint rule (``CHECKPOINT_OVERHEAD``) and with a checkpoint after ev
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import tempfile
 import time
@@ -109,28 +110,40 @@ def bare_images_per_s(config: Any) -> float:
     return seen / (time.perf_counter() - start)
 
 
-def measure(scale: str, root: Path) -> dict[str, Any]:
-    """Bare loop, train (default interval), train (every epoch), bare loop again; in that order."""
+def measure(scale: str, root: Path, rounds: int = 3, epochs: int | None = None) -> dict[str, Any]:
+    """Interleaved runs: bare, engine, bare, engine, ..., bare (``rounds`` engine runs), then one engine run that
+    checkpoints every epoch between two more bare runs.
+
+    Each engine run is compared with the mean of the two bare runs around it, so a load that drifts over minutes
+    cancels; the overhead is the median over the rounds.
+    """
     from sag.engine import TrainConfig
 
-    options = SCALES[scale]
+    options = SCALES[scale] | ({"epochs": epochs} if epochs else {})
     base = {"dataset": "synthetic", "data_root": str(root / "data"), "device": "cpu", "progress": False}
 
     def config(name: str) -> TrainConfig:
-        return TrainConfig(**(base | options | {"out": str(root / name)}))
+        return TrainConfig(**(base | options | {"out": str(root / name), "overwrite": True}))
 
     bare = [bare_images_per_s(config("bare"))]
-    engine, engine_detail = engine_images_per_s(config("engine"), every_epoch=False)
+    engine, details, overheads = [], [], []
+    for _ in range(rounds):
+        rate, detail = engine_images_per_s(config("engine"), every_epoch=False)
+        bare.append(bare_images_per_s(config("bare")))
+        engine.append(rate)
+        details.append(detail)
+        overheads.append((bare[-2] + bare[-1]) / 2 / rate - 1)
     every, every_detail = engine_images_per_s(config("every"), every_epoch=True)
     bare.append(bare_images_per_s(config("bare")))
-    reference = sum(bare) / len(bare)
     return {
+        "epochs": options["epochs"],
         "bare": bare,
         "engine": engine,
         "every_epoch": every,
-        "overhead": reference / engine - 1,
-        "overhead_every_epoch": reference / every - 1,
-        "engine_detail": engine_detail,
+        "overheads": overheads,
+        "overhead": statistics.median(overheads),
+        "overhead_every_epoch": (bare[-2] + bare[-1]) / 2 / every - 1,
+        "engine_detail": {k: sum(d[k] for d in details) for k in ("wall", "steps")},
         "every_detail": every_detail,
     }
 
@@ -138,18 +151,20 @@ def measure(scale: str, root: Path) -> dict[str, Any]:
 def report(scale: str, result: dict[str, Any]) -> str:
     """Markdown rows for one scale."""
     o = SCALES[scale]
-    what = f"{scale}: {o['backbone']} SAG-D4, {o['input_size'][0]}x{o['input_size'][1]}, {o['epochs']} epochs"
-    bare = " / ".join(f"{x:.2f}" for x in result["bare"])
+    what = f"{scale}: {o['backbone']} SAG-D4, {o['input_size'][0]}x{o['input_size'][1]}, {result['epochs']} epochs"
+    bare = " / ".join(f"{x:.1f}" for x in result["bare"])
+    engine = " / ".join(f"{x:.1f}" for x in result["engine"])
+    each = ", ".join(f"{100 * x:+.1f}" for x in result["overheads"])
     outside = {
         k: d["wall"] / d["steps"] - 1
         for k, d in (("engine", result["engine_detail"]), ("every", result["every_detail"]))
     }
     return "\n".join(
         [
-            f"| {what} | bare loop (two runs) | {bare} | | |",
-            f"| {what} | `sag.engine.train`, checkpoints <= {_interval()} of the time | {result['engine']:.2f} "
-            f"| {100 * result['overhead']:+.1f} % | {100 * outside['engine']:.1f} % |",
-            f"| {what} | `sag.engine.train`, checkpoint every epoch | {result['every_epoch']:.2f} "
+            f"| {what} | bare loop (every run, in order) | {bare} | | |",
+            f"| {what} | `sag.engine.train`, checkpoints <= {_interval()} of the time | {engine} "
+            f"| {100 * result['overhead']:+.1f} % (median of {each}) | {100 * outside['engine']:.1f} % |",
+            f"| {what} | `sag.engine.train`, checkpoint every epoch | {result['every_epoch']:.1f} "
             f"| {100 * result['overhead_every_epoch']:+.1f} % | {100 * outside['every']:.1f} % |",
         ]
     )
@@ -165,6 +180,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scale", choices=sorted(SCALES), nargs="+", default=["demo", "resnet50"])
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--rounds", type=int, default=3, help="engine runs, each between two bare runs (default 3)")
+    parser.add_argument("--epochs", type=int, default=None, help="epochs per run (default: the scale's)")
     parser.add_argument("--write", action="store_true", help="update the engine_overhead section of RESULTS.md")
     args = parser.parse_args()
     if args.threads:
@@ -173,7 +190,7 @@ def main() -> None:
     rows = []
     for scale in args.scale:
         with tempfile.TemporaryDirectory() as tmp:
-            result = measure(scale, Path(tmp))
+            result = measure(scale, Path(tmp), rounds=args.rounds, epochs=args.epochs)
         print(scale, result, flush=True)
         rows.append(report(scale, result))
     header = (
@@ -187,7 +204,9 @@ def main() -> None:
             f"{START}\n## Engine overhead (`benchmarks/engine_overhead.py`)\n\n"
             f"- machine: {common.machine()}\n"
             f"- load average before / after: {load_before} / {common.load_average()}\n"
-            "- overhead vs bare = bare images/s (mean of the two runs) / engine images/s - 1; time outside training "
+            "- runs interleaved: bare, engine, bare, engine, ..., bare, then a checkpoint-every-epoch engine run and "
+            "a last bare run; overhead vs bare = mean images/s of the two bare runs around an engine run / its "
+            "images/s - 1, the median over the rounds; time outside training "
             "steps = the engine's wall time over epochs 2..E-1 / its own training-step seconds there - 1 (validation, "
             "checkpoint writes with fsync, logging), which the machine's load cannot skew between runs\n\n"
             f"{text}\n{END}"
