@@ -9,6 +9,7 @@ import os
 import platform
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -43,6 +44,30 @@ def machine(device: torch.device | str = "cpu") -> str:
         f"({threads} thread{'' if threads == 1 else 's'}), Python {platform.python_version()}, GPU: {gpu}, "
         f"{datetime.date.today().isoformat()}"
     )
+
+
+def training_step(
+    model: torch.nn.Module, images: torch.Tensor, pids: torch.Tensor, precision: str, compiled: torch.nn.Module
+) -> Callable[[], None]:
+    """One training step of ``model`` (run through ``compiled``): autocast forward, cross-entropy, backward, SGD."""
+    import torch.nn.functional as F
+
+    from sag.engine.precision import autocast, autocast_dtype, make_scaler
+    from sag.engine.recipe import RECIPES, build_optimizer
+
+    optimizer = build_optimizer(model, RECIPES["paper"])
+    dtype = autocast_dtype(precision, images.device)
+    scaler = make_scaler(images.device, dtype)
+
+    def step() -> None:
+        with autocast(images.device, dtype):
+            loss = F.cross_entropy(compiled(images).float(), pids)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+
+    return step
 
 
 def sync(device: torch.device) -> None:

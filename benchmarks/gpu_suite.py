@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as common
@@ -98,8 +97,6 @@ def step_rate(
     sizes: Sizes, device: torch.device, depths: tuple[int, ...], batch: int, mode: str, compile_model: bool
 ) -> float:
     """Training images/s of one cell: forward of both branches + cross-entropy + backward + SGD step."""
-    from sag.engine.precision import autocast, autocast_dtype, make_scaler
-    from sag.engine.recipe import RECIPES, build_optimizer
     from sag.models import build_model
 
     precision, channels_last = MODES[mode]
@@ -107,20 +104,10 @@ def step_rate(
     model = build_model(sizes.backbone, num_classes=sizes.num_classes, depths=depths, input_size=sizes.input_size)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(device).to(memory_format=fmt).train()
-    optimizer = build_optimizer(model, RECIPES["paper"])
-    dtype = autocast_dtype(precision, device)
-    scaler = make_scaler(device, dtype)
     net = torch.compile(model, backend=sizes.compile_backend) if compile_model else model
     images = torch.randn(batch, 3, *sizes.input_size, device=device).contiguous(memory_format=fmt)
     pids = torch.randint(0, sizes.num_classes, (batch,), device=device)
-
-    def step() -> None:
-        with autocast(device, dtype):
-            loss = F.cross_entropy(net(images).float(), pids)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
+    step = common.training_step(model, images, pids, precision, net)
 
     for _ in range(sizes.warmup):
         step()

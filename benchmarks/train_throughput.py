@@ -23,12 +23,10 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from sag.engine.config import parse_depths, parse_size
 from sag.engine.distributed import resolve_device
-from sag.engine.precision import autocast, autocast_dtype, make_scaler
-from sag.engine.recipe import RECIPES, build_optimizer
 from sag.models import build_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, load_average, machine, sync, update_results
+from _common import RESULTS, load_average, machine, sync, training_step, update_results
 
 NUM_CLASSES = 751  # Market-1501's training ids
 MARKET_RECIPE_IMAGES = 12_936 * 200  # the paper's 200 epochs over Market-1501's training set
@@ -103,21 +101,11 @@ def measure(
     model = model.to(device).train()
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
-    optimizer = build_optimizer(model, RECIPES["paper"])
-    dtype = autocast_dtype(precision, device)
-    scaler = make_scaler(device, dtype)
     step_model = torch.compile(model) if args.compile else model
     height, width = args.input_size
     images = torch.randn(batch, 3, height, width, device=device).contiguous(memory_format=memory_format)
     pids = torch.randint(0, NUM_CLASSES, (batch,), device=device)
-
-    def step() -> None:
-        with autocast(device, dtype):
-            loss = F.cross_entropy(step_model(images).float(), pids)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
+    step = training_step(model, images, pids, precision, step_model)
 
     for _ in range(args.warmup):
         step()
