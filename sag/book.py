@@ -334,9 +334,31 @@ def trained_model(mode: BookMode, depths: tuple[int, ...] = (4,), seed: int | No
     resume = (target / "last.pt").is_file()
     config = dataclasses.replace(base, depths=tuple(depths), seed=mode.seed if seed is None else seed,
                                  out=str(target), resume=resume, overwrite=not resume)  # fmt: skip
-    result = train(config)
+    with _trainer_output(mode):
+        result = train(config)
     model, _ = load_checkpoint(target / "best.pt", device=mode.device)
     return model.eval(), result
+
+
+@contextmanager
+def _trainer_output(mode: BookMode) -> Iterator[None]:
+    """Hide the trainer's log in cpu mode (cache paths and images/s change from run to run); shown if it fails.
+
+    The gpu and full modes train for minutes to days, so there the log (epochs, loss, progress) stays visible.
+    """
+    if mode.name != "cpu":
+        yield
+        return
+    import contextlib
+    import io
+
+    log = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(log):
+            yield
+    except BaseException:
+        sys.stderr.write(log.getvalue())
+        raise
 
 
 def untrained_scores(mode: BookMode, depths: tuple[int, ...] = (4,)) -> dict[str, float]:
@@ -378,7 +400,9 @@ def book_ablation(mode: BookMode, rows: Sequence[str], seeds: int = 1, **overrid
 
     base = book_config(mode, **overrides)
     out = book_runs(base)
-    return run_ablation(base, rows, seeds, out, log=lambda message: None), out
+    with _trainer_output(mode):
+        results = run_ablation(base, rows, seeds, out, log=lambda message: None)
+    return results, out
 
 
 def training_flops(backbone: str, depths: tuple[int, ...], input_size: tuple[int, int], classes: int = 751) -> float:

@@ -172,6 +172,29 @@ def test_trained_model_is_cached_by_code_and_settings(monkeypatch, tmp_path):
     assert calls[-1].out != first.out  # new sag code: a new run folder, never a stale model
 
 
+def test_cpu_mode_hides_the_trainer_log_and_shows_it_when_training_fails(monkeypatch, tmp_path, capsys):
+    def chatty_train(config):
+        print(f"sag train: ... -> {config.out}")  # a cache path: differs from machine to machine
+        if config.depths == ():
+            raise RuntimeError("diverged")
+        return object()
+
+    monkeypatch.setattr("sag.engine.train", chatty_train)
+    monkeypatch.setattr("sag.engine.load_checkpoint", lambda path, device=None: (torch.nn.Linear(1, 1), None))
+    monkeypatch.setattr(sag.book, "synthetic_root", lambda **world: tmp_path / "world")
+    monkeypatch.setenv("SAG_CACHE_DIR", str(tmp_path / "cache"))
+    cpu = sag.book.BookMode("cpu", torch.device("cpu"), "synthetic", tmp_path, 0)
+    sag.book.trained_model(cpu, depths=(4,))
+    assert capsys.readouterr().out == ""
+    with pytest.raises(RuntimeError, match="diverged"):
+        sag.book.trained_model(cpu, depths=())
+    failed = capsys.readouterr()
+    assert failed.out == "" and "sag train: ... -> " in failed.err and "baseline" in failed.err
+    gpu = sag.book.BookMode("gpu", torch.device("cpu"), "synthetic", tmp_path, 0)
+    sag.book.trained_model(gpu, depths=(4,))
+    assert "sag train: ... -> " in capsys.readouterr().out  # minutes per model on a GPU: the log stays visible
+
+
 def test_assert_learned_needs_a_clear_margin_over_the_untrained_network(monkeypatch, tmp_path):
     import types
 

@@ -1,4 +1,4 @@
-"""Every chapter opens with its box: measured CPU time, GPU costs and the Colab link from _config.yml."""
+"""Every chapter opens with its box (measured CPU time, GPU costs, the Colab link) and its code fits the page."""
 
 from __future__ import annotations
 
@@ -50,3 +50,33 @@ def test_cells_may_run_the_papers_200_epochs():
     timeout = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))["execute"]["timeout"]
     flop = 24.8e9 * 12_936 * 200  # SAG-D4, forward + backward, every training image, 200 epochs
     assert timeout >= flop / 5e12  # a cell may train that long on a GPU that sustains 5 TFLOP/s
+
+
+CODE_WIDTH = 88  # columns a code cell shows on a rendered page without scrolling sideways
+
+
+def code_lines(text: str) -> list[tuple[int, str]]:
+    """(line number, line) of the Python code in a chapter's code cells (not the cells' option lines)."""
+    lines, inside, options = [], False, False
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.startswith("```{code-cell}"):
+            inside, options = True, False
+        elif inside and line.startswith("```"):
+            inside = False
+        elif inside and line == "---":
+            options = not options  # a YAML block of cell options (captions, names)
+        elif inside and not options and not line.startswith(":"):
+            lines.append((number, line))
+    return lines
+
+
+@pytest.mark.parametrize("md", CHAPTERS, ids=[p.stem for p in CHAPTERS])
+def test_code_cells_fit_the_page(md):
+    long = [f"{md.name}:{n}: {len(line)} columns" for n, line in code_lines(md.read_text(encoding="utf-8"))
+            if len(line) > CODE_WIDTH]  # fmt: skip
+    assert not long, "wrap these lines at 88 columns:\n" + "\n".join(long)
+
+
+def test_code_lines_skips_cell_options():
+    text = "```{code-cell} ipython3\n---\nmystnb:\n  figure:\n    caption: " + "x" * 100 + "\n---\n" + "y = 1\n```\n"
+    assert code_lines(text) == [(7, "y = 1")]

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
@@ -149,6 +151,23 @@ def test_checkpoints_wait_until_cheap_and_best_pt_never_outruns_last_pt(data_roo
     assert seen[2]["last"] == 2 and seen[2]["best"] <= 2 and seen[3]["last"] == 3  # first and last of the session
     assert read_checkpoint(run_dir / "best.pt")["epoch"] == resumed.best["epoch"]
     assert "optimizer" not in read_checkpoint(run_dir / "best.pt")
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGUSR1"), reason="no SIGUSR1 on this platform")
+def test_sigusr1_writes_last_pt_after_the_current_epoch_and_the_run_goes_on(data_root, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(trainer, "CHECKPOINT_OVERHEAD", 1e-9)  # the time rule alone: first and last epochs only
+    run_dir, last_epoch = tmp_path / "run", []
+
+    def signal_in_epoch_2(record):
+        last_epoch.append(read_checkpoint(run_dir / "last.pt")["epoch"])
+        if record["epoch"] == 2:
+            os.kill(os.getpid(), signal.SIGUSR1)  # e.g. SLURM, before a time limit
+
+    result = train(_config(data_root, run_dir, epochs=4, eval_every=0), callbacks=[signal_in_epoch_2])
+    assert last_epoch == [1, 1, 3, 4]  # epoch 3 was saved on request; epoch 2's record came before the signal
+    assert [r["epoch"] for r in result.history] == [1, 2, 3, 4]
+    assert "epoch 3/4:" in capsys.readouterr().out.split("(last.pt written on SIGUSR1)")[0].splitlines()[-1]
+    assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL  # the handler is gone with the run
 
 
 def test_existing_run_is_never_overwritten_silently(finished_run, data_root, tmp_path):

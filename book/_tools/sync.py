@@ -46,16 +46,20 @@ INSTALL_TAGS = ["remove-cell", INSTALL_TAG]
 STAMP = "book_sync"  # .ipynb metadata: the .md it was written from and a digest of the cells as written
 INSTALL_ENV = "SAG_INSTALL_URL"  # a pip requirement that replaces the repository's in the install cell
 _TEMPLATE = """\
-# Install the `sag` package where it is missing: in Colab from the book's repository (nothing else), anywhere
-# from $SAG_INSTALL_URL if set (e.g. a fork: git+https://github.com/ORG/REPO@BRANCH). Does nothing elsewhere.
+# Install `sag` where it is missing: in Colab from the book's repository (nothing
+# else), anywhere from $SAG_INSTALL_URL if set (e.g. a fork:
+# git+https://github.com/ORG/REPO@BRANCH). Does nothing elsewhere.
 import importlib.util
 import os
 import subprocess
 import sys
 
-if ("google.colab" in sys.modules or "{env}" in os.environ) and importlib.util.find_spec("sag") is None:
-    requirement = os.environ.get("{env}", "{spec}")
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", requirement], check=True)
+wanted = "google.colab" in sys.modules or "{env}" in os.environ
+if wanted and importlib.util.find_spec("sag") is None:
+    default = "{spec}"  # the book's repository
+    requirement = os.environ.get("{env}", default)
+    pip = [sys.executable, "-m", "pip", "install", "-q", requirement]
+    subprocess.run(pip, check=True)
     importlib.invalidate_caches()"""
 
 

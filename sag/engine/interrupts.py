@@ -1,10 +1,10 @@
-"""Ctrl-C and SIGTERM: SIGTERM stops a run like Ctrl-C, and neither cuts a file write short."""
+"""Signals in a run: SIGTERM stops it like Ctrl-C, neither cuts a write short, SIGUSR1 asks for a checkpoint."""
 
 from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -47,6 +47,23 @@ def deferred_signals() -> Iterator[None]:
             signal.signal(signum, handler)
         if caught:
             signal.raise_signal(caught[0])  # now the usual handler acts (KeyboardInterrupt, Interrupted, exit)
+
+
+@contextmanager
+def on_checkpoint_signal(request: Callable[[], None]) -> Iterator[None]:
+    """While inside, SIGUSR1 (e.g. SLURM's ``--signal=USR1@120`` before a time limit) calls ``request()``.
+
+    The run goes on: the trainer writes last.pt after the current epoch. No-op where SIGUSR1 does not exist.
+    """
+    signum = getattr(signal, "SIGUSR1", None)
+    if signum is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signum, lambda _s, _f: request())
+    try:
+        yield
+    finally:
+        signal.signal(signum, previous)
 
 
 def _raise_interrupted(signum: int, _frame: Any) -> None:

@@ -30,7 +30,7 @@ from sag.engine.distributed import (
     cleanup_distributed,
     setup_distributed,
 )
-from sag.engine.interrupts import stop_on_sigterm
+from sag.engine.interrupts import on_checkpoint_signal, stop_on_sigterm
 from sag.engine.precision import autocast, autocast_dtype, make_scaler
 from sag.engine.recipe import build_optimizer, build_scheduler
 from sag.engine.runlock import RunLock
@@ -74,7 +74,8 @@ def train(config: TrainConfig, callbacks: Sequence[EpochCallback] = ()) -> RunRe
     ctx = setup_distributed(cfg.device)
     try:
         run = _Run(cfg, ctx, callbacks)
-        with stop_on_sigterm(), run.lock:  # SIGTERM stops like Ctrl-C; the run dir is unlocked however we leave
+        # SIGTERM stops like Ctrl-C, SIGUSR1 checkpoints after the epoch; the run dir is unlocked however we leave
+        with stop_on_sigterm(), on_checkpoint_signal(run.request_checkpoint), run.lock:
             return run.run()
     except KeyboardInterrupt:
         if ctx.is_main:
@@ -96,6 +97,10 @@ class _Run:
         self.save_now = False  # set (e.g. by a signal handler) to checkpoint after the current epoch
         self.pending_best: tuple[int, dict[str, torch.Tensor]] | None = None  # best weights not yet in best.pt
         self.lock = RunLock(self.run_dir)  # held by rank 0 from before it reads RUN_DIR until the run ends
+
+    def request_checkpoint(self) -> None:
+        """Write last.pt after the current epoch (SIGUSR1), whatever the checkpoint rule would say."""
+        self.save_now = True  # only a flag: a signal handler must not print (the main thread may be printing)
 
     # ------------------------------------------------------------------ setup
     def log(self, message: str) -> None:
@@ -379,12 +384,15 @@ class _Run:
         self.elapsed += stats["seconds"]
         if self.ctx.is_main:
             append_metrics(self.run_dir / "metrics.jsonl", record)
+            requested = self.save_now
             if self._checkpoint_due(epoch):
                 self._checkpoint(epoch)
             line = (
                 f"epoch {epoch}/{self.cfg.epochs}: loss {stats['loss']:.4f} acc {100 * stats['accuracy']:.1f}% "
                 f"{stats['images_per_s']:.0f} img/s lr {lrs[0]:g}/{lrs[1]:g}"
             )
+            if requested:
+                line += " (last.pt written on SIGUSR1)"
             if "val" in record:
                 v = record["val"]
                 if "mAP" in v:
