@@ -56,7 +56,7 @@ TRAINING: dict[str, dict[str, Any]] = {
         "backbone": "resnet_small",
         "pretrained": False,
         "input_size": (64, 32),
-        "epochs": 16,
+        "epochs": 15,
         "batch_size": 16,
         "lr": 0.03,
         "precision": "fp32",

@@ -57,3 +57,33 @@ def test_peak_memory_helpers_see_an_allocation(common):
     block = bytearray(64 * 2**20)
     block[::4096] = b"x" * len(block[::4096])
     assert common.peak_mib() - before > 50
+
+
+@pytest.fixture(scope="module")
+def book_times():
+    import sys
+
+    sys.path.insert(0, str(BENCHMARKS))
+    spec = importlib.util.spec_from_file_location("bench_book_times", BENCHMARKS / "book_times.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_book_times_writes_the_box_line_the_box_test_accepts(book_times, tmp_path, monkeypatch):
+    import re
+
+    quiet = book_times.box_line({"wall": 41.4, "cpu": 70.2, "load": 1.23}, "2026-12-02")
+    busy = book_times.box_line({"wall": 90.0, "cpu": 70.0, "load": 7.6}, "2026-12-02")
+    assert quiet == "- **cpu mode**: 41 s on a 2-core CPU (measured 2026-12-02, load 1.2; 70 s of CPU time)"
+    assert busy.startswith("- **cpu mode**: 70 s of CPU time on a 2-core CPU (measured 2026-12-02, load 8: ")
+    pattern = r"- \*\*cpu mode\*\*: \d+ s (of CPU time )?on a 2-core CPU \(measured \d{4}-\d{2}-\d{2}, load [\d.]+"
+    assert re.match(pattern, quiet) and re.match(pattern, busy)  # tests/test_book_boxes.py's rule
+    chapter = tmp_path / "03_x.md"
+    chapter.write_text("# T\n\n:::{admonition} Running\n- **cpu mode**: 1 s (old)\n- **gpu mode**: g\n:::\n")
+    monkeypatch.setattr(book_times, "BOOK", tmp_path)
+    book_times.update_box("03_x", quiet)
+    assert chapter.read_text().splitlines()[3:5] == [quiet, "- **gpu mode**: g"]
+    (tmp_path / "04_y.md").write_text("# no box\n")
+    with pytest.raises(ValueError, match=r"04_y\.md has no '- \*\*cpu mode\*\*"):
+        book_times.update_box("04_y", quiet)

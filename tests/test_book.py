@@ -166,7 +166,7 @@ def test_trained_model_is_cached_by_code_and_settings(monkeypatch, tmp_path):
     assert first.out == again.out and first.out != baseline.out
     assert Path(first.out).parts[-2:] == ("D4", "seed0") and Path(baseline.out).parts[-2:] == ("baseline", "seed0")
     assert Path(first.out).parents[2] == tmp_path / "cache" / "runs"  # the layout of python -m sag ablate
-    assert (first.backbone, first.input_size, first.epochs, first.depths) == ("resnet_small", (64, 32), 16, (4,))
+    assert (first.backbone, first.input_size, first.epochs, first.depths) == ("resnet_small", (64, 32), 15, (4,))
     monkeypatch.setattr(sag.book, "package_digest", lambda: "changed code")
     sag.book.trained_model(mode, depths=(4,))
     assert calls[-1].out != first.out  # new sag code: a new run folder, never a stale model

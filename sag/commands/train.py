@@ -31,7 +31,7 @@ DEMO_DEFAULTS: dict[str, Any] = {
     "dataset_options": {"num_train_ids": 100, "num_test_ids": 100, "images_per_id": 16, "size": (64, 32)},
     "backbone": "resnet_small",
     "input_size": (64, 32),
-    "epochs": 16,
+    "epochs": 15,
     "batch_size": 16,
     "lr": 0.03,
     "val_ids": 0,
