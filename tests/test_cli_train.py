@@ -66,7 +66,7 @@ def test_bare_train_is_an_offline_demo(capsys):
     assert cfg.dataset == "synthetic" and cfg.backbone == "resnet_small" == DEMO_DEFAULTS["backbone"]
     assert (cfg.epochs, cfg.input_size, cfg.resident, cfg.val_ids) == (DEMO_DEFAULTS["epochs"], (64, 32), True, 0)
     assert cfg.resolved().data_root == "data/synthetic_demo" and cfg.dataset_options["size"] == (64, 32)
-    assert "no --dataset given: a one-minute offline demo on the synthetic dataset" in capsys.readouterr().out
+    assert "no --dataset given: an offline demo of about 1.5 minutes on the synthetic" in capsys.readouterr().out
     assert _config(["--backbone", "resnet50"]).backbone == "resnet50"  # given options win over the demo's
     demo_world = DEMO_DEFAULTS["dataset_options"]
     assert _config(["--synthetic-ids", "20"]).dataset_options == demo_world | {"num_train_ids": 20}

@@ -9,8 +9,8 @@ export OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE
 date -u +%Y-%m-%dT%H:%M:%SZ >> runs/table1_128x64_times.log
 python -m sag make-synthetic --root data/table1_128x64 --train-ids 100 --test-ids 100 --images-per-id 8 --seed 0
 COMMON="--dataset synthetic --data-root data/table1_128x64 --synthetic-ids 100 --synthetic-test-ids 100 \
- --synthetic-images-per-id 8 --backbone resnet_small --input-size 128x64 --epochs 5 --batch-size 16 --lr 0.02 \
- --resident --val-ids 0 --eval-every 0 --out runs/table1_128x64 --no-progress --mass-images 0"
+ --synthetic-images-per-id 8 --backbone resnet_small --input-size 128x64 --epochs 20 --batch-size 16 --lr 0.01 \
+ --resident --validation none --test-checkpoint last --eval-every 0 --out runs/table1_128x64 --no-progress --mass-images 0"
 mkdir -p runs
 nice -n 10 python -m sag ablate $COMMON --seeds 3 --rows baseline,D1,D3 > runs/table1_128x64_a.log 2>&1 &
 sleep 20  # let the first process write the ablation manifest

@@ -72,7 +72,8 @@ def plot_ablation(
             ax.set_title(f"{_NAMES.get(m, m)}: change vs baseline")
             ax.set_ylabel("percentage points")
             _row_ticks(ax, gx, [s["row"] for s in gain_rows])
-    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside lower center", ncols=2, fontsize="medium", frameon=False)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=2, fontsize="medium", frameon=False)
     if title:
         fig.suptitle(title)
     return fig
