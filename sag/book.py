@@ -361,6 +361,36 @@ def _trainer_output(mode: BookMode) -> Iterator[None]:
         raise
 
 
+@contextmanager
+def readable_log(mode: BookMode, **names: str | os.PathLike) -> Iterator[None]:
+    """In cpu mode, print the block's output at its end without what changes from run to run: images/s, wall times,
+    and each path in ``names`` under its name (``RUN_DIR=out``). Other modes print live (their runs are long)."""
+    if mode.name != "cpu":
+        yield
+        return
+    import contextlib
+    import io
+
+    log = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(log):
+            yield
+    finally:
+        print(steady_text(log.getvalue(), names), end="")
+
+
+def steady_text(text: str, names: Mapping[str, str | os.PathLike]) -> str:
+    """``text`` without images/s, wall-time lines and the given paths (each replaced by its name)."""
+    import re
+
+    for name, path in sorted(names.items(), key=lambda item: -len(str(item[1]))):  # longest first: nested paths
+        for form in {str(path), str(Path(path).expanduser().resolve())}:
+            text = text.replace(form, name)
+    text = re.sub(r" \d[\d.,]* img/s", "", text)
+    return "".join(line for line in text.splitlines(keepends=True)
+                   if not re.match(r"\s*(train images/s|wall time)\s", line))  # fmt: skip
+
+
 def untrained_scores(mode: BookMode, depths: tuple[int, ...] = (4,)) -> dict[str, float]:
     """Test rank-1 / mAP (fractions) of the network ``trained_model`` would train, at its initial weights."""
     import dataclasses

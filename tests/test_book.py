@@ -195,6 +195,33 @@ def test_cpu_mode_hides_the_trainer_log_and_shows_it_when_training_fails(monkeyp
     assert "sag train: ... -> " in capsys.readouterr().out  # minutes per model on a GPU: the log stays visible
 
 
+def test_readable_log_drops_what_changes_between_runs_in_cpu_mode_only(tmp_path, capsys):
+    out = tmp_path / "runs" / "D4" / "seed0"
+    log = (
+        f"  fp32 on cpu -> {out}\n"
+        "epoch 1/2: loss 3.2299 acc 6.2% 456 img/s lr 0.02/0.2\n"
+        f"run dir              {out}\n"
+        "train images/s       412.7\n"
+        "wall time            12.3 s\n"
+        "test rank1           18.37\n"
+    )
+    cpu = sag.book.BookMode("cpu", torch.device("cpu"), "synthetic", tmp_path, 0)
+    with sag.book.readable_log(cpu, RUN_DIR=out, DATA=tmp_path):
+        print(log, end="")
+    assert capsys.readouterr().out == (
+        "  fp32 on cpu -> RUN_DIR\nepoch 1/2: loss 3.2299 acc 6.2% lr 0.02/0.2\nrun dir              RUN_DIR\n"
+        "test rank1           18.37\n"
+    )  # the longest path first: RUN_DIR, not DATA/runs/D4/seed0
+    with pytest.raises(KeyboardInterrupt), sag.book.readable_log(cpu, RUN_DIR=out):
+        print(f"-> {out}")
+        raise KeyboardInterrupt  # what was printed still shows
+    assert capsys.readouterr().out == "-> RUN_DIR\n"
+    gpu = sag.book.BookMode("gpu", torch.device("cpu"), "synthetic", tmp_path, 0)
+    with sag.book.readable_log(gpu, RUN_DIR=out):
+        print(log, end="")
+    assert capsys.readouterr().out == log  # long runs: live and whole
+
+
 def test_assert_learned_needs_a_clear_margin_over_the_untrained_network(monkeypatch, tmp_path):
     import types
 
