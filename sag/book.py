@@ -286,11 +286,19 @@ def synthetic_root(cache_dir: str | os.PathLike[str] | None = None, **options: A
     return final
 
 
-def package_digest() -> str:
-    """sha256 over the sag package's .py files (paths and bytes): a cached model is rebuilt when sag changes."""
-    package = Path(__file__).resolve().parent
+def package_digest(package: Path | None = None) -> str:
+    """sha256 over the sag package's .py files (paths and bytes): a cached model is rebuilt when sag changes.
+
+    The packaged copy of the results (``sag/_data``, in an installed wheel) is data, not code, and is skipped: a
+    checkout and a wheel of the same code share their cached models.
+    """
+    from sag.resources import DATA_DIRNAME
+
+    package = Path(__file__).resolve().parent if package is None else package
     digest = hashlib.sha256()
     for path in sorted(package.rglob("*.py")):
+        if path.relative_to(package).parts[0] == DATA_DIRNAME:
+            continue
         digest.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
 

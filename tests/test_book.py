@@ -319,6 +319,19 @@ def _package(tmp_path: Path) -> Path:
     return package
 
 
+def test_model_cache_digest_skips_the_packaged_results(tmp_path):
+    package = tmp_path / "sag"
+    (package / "engine").mkdir(parents=True)
+    (package / "engine" / "train.py").write_text("x = 1\n")
+    digest = sag.book.package_digest(package)
+    (package / "_data" / "results").mkdir(parents=True)
+    (package / "_data" / "results" / "collect.py").write_text("print()\n")  # a wheel's copy of results/
+    assert sag.book.package_digest(package) == digest  # a wheel and a checkout share cached models
+    (package / "engine" / "train.py").write_text("x = 2\n")
+    assert sag.book.package_digest(package) != digest
+    assert sag.book.package_digest() == sag.book.package_digest(Path(sag.book.__file__).parent)
+
+
 def test_package_digest_tracks_python_files_only(tmp_path):
     package = _package(tmp_path)
     digest = sag_cache.package_digest(package)

@@ -362,6 +362,8 @@ def test_disk_full_during_a_checkpoint_save_names_the_cause(tmp_path, monkeypatc
 def test_ctrl_c_during_a_checkpoint_save_waits_for_the_file(tmp_path, monkeypatch):
     path = tmp_path / "last.pt"
     real = torch.save
+    # Python's own Ctrl-C handler: a shell that starts pytest in the background (`pytest &`) ignores SIGINT
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def save_and_get_interrupted(obj, handle):
         os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C in the middle of the save
@@ -369,8 +371,11 @@ def test_ctrl_c_during_a_checkpoint_save_waits_for_the_file(tmp_path, monkeypatc
         real(obj, handle)
 
     monkeypatch.setattr(torch, "save", save_and_get_interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        save_checkpoint(path, _small_state())
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            save_checkpoint(path, _small_state())
+    finally:
+        signal.signal(signal.SIGINT, previous)
     monkeypatch.undo()
     assert read_checkpoint(path)["epoch"] == 1  # complete: the interrupt came after the file
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
