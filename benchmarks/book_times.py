@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import nbformat
+import yaml
 from nbclient import NotebookClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -33,7 +34,6 @@ import _common as common
 BOOK = Path(__file__).resolve().parents[1] / "book"
 START, END = "<!-- book_times:start -->", "<!-- book_times:end -->"
 BOX_LINE = re.compile(r"^- \*\*cpu mode\*\*: .*$", re.M)
-TIMEOUT = 1800  # seconds per cell, as in book/_config.yml's execute.timeout at least for cpu mode
 
 
 def children_cpu() -> float:
@@ -48,7 +48,8 @@ def run_chapter(stem: str) -> dict[str, float]:
     load = os.getloadavg()[0]
     cpu, start = children_cpu(), time.perf_counter()
     where = {"metadata": {"path": str(BOOK)}}  # the working directory, as the book build runs it
-    client = NotebookClient(notebook, timeout=TIMEOUT, kernel_name="python3", resources=where)
+    timeout = yaml.safe_load((BOOK / "_config.yml").read_text(encoding="utf-8"))["execute"]["timeout"]  # the build's
+    client = NotebookClient(notebook, timeout=timeout, kernel_name="python3", resources=where)
     client.execute()
     return {"wall": time.perf_counter() - start, "cpu": children_cpu() - cpu, "load": load}
 

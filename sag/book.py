@@ -349,42 +349,45 @@ def trained_model(mode: BookMode, depths: tuple[int, ...] = (4,), seed: int | No
 
 
 @contextmanager
-def _trainer_output(mode: BookMode) -> Iterator[None]:
-    """Hide the trainer's log in cpu mode (cache paths and images/s change from run to run); shown if it fails.
+def _cpu_mode_stdout(mode: BookMode) -> Iterator[Any]:
+    """In cpu mode, what the block prints goes into the yielded buffer (io.StringIO); other modes print live (None).
 
     The gpu and full modes train for minutes to days, so there the log (epochs, loss, progress) stays visible.
     """
     if mode.name != "cpu":
-        yield
+        yield None
         return
     import contextlib
     import io
 
     log = io.StringIO()
-    try:
-        with contextlib.redirect_stdout(log):
+    with contextlib.redirect_stdout(log):
+        yield log
+
+
+@contextmanager
+def _trainer_output(mode: BookMode) -> Iterator[None]:
+    """Hide the trainer's log in cpu mode (cache paths and images/s change from run to run); shown if it fails."""
+    with _cpu_mode_stdout(mode) as log:
+        try:
             yield
-    except BaseException:
-        sys.stderr.write(log.getvalue())
-        raise
+        except BaseException:
+            if log is not None:
+                sys.stderr.write(log.getvalue())
+            raise
 
 
 @contextmanager
 def readable_log(mode: BookMode, **names: str | os.PathLike) -> Iterator[None]:
     """In cpu mode, print the block's output at its end without what changes from run to run: images/s, wall times,
     and each path in ``names`` under its name (``RUN_DIR=out``). Other modes print live (their runs are long)."""
-    if mode.name != "cpu":
-        yield
-        return
-    import contextlib
-    import io
-
-    log = io.StringIO()
+    log = None
     try:
-        with contextlib.redirect_stdout(log):
+        with _cpu_mode_stdout(mode) as log:
             yield
     finally:
-        print(steady_text(log.getvalue(), names), end="")
+        if log is not None:
+            print(steady_text(log.getvalue(), names), end="")
 
 
 def steady_text(text: str, names: Mapping[str, str | os.PathLike]) -> str:

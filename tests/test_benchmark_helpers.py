@@ -87,3 +87,12 @@ def test_book_times_writes_the_box_line_the_box_test_accepts(book_times, tmp_pat
     (tmp_path / "04_y.md").write_text("# no box\n")
     with pytest.raises(ValueError, match=r"04_y\.md has no '- \*\*cpu mode\*\*"):
         book_times.update_box("04_y", quiet)
+
+
+def test_book_times_refuses_an_unknown_chapter_before_running_anything(book_times, monkeypatch, capsys):
+    monkeypatch.setattr("sys.argv", ["book_times.py", "03_baseline", "99_nope"])
+    monkeypatch.setattr(book_times, "run_chapter", lambda stem: pytest.fail("nothing may run"))
+    with pytest.raises(SystemExit) as exit_info:
+        book_times.main()
+    assert exit_info.value.code == 2
+    assert "no notebook book/<stem>.ipynb for ['99_nope']" in capsys.readouterr().err

@@ -144,6 +144,14 @@ def test_setup_prints_mode_and_settings_and_seeds(monkeypatch, tmp_path, capsys)
     assert capsys.readouterr().out == ""
 
 
+def _fake_training(monkeypatch, tmp_path, train) -> None:
+    """sag.book.trained_model with ``train`` as the trainer, no checkpoint to load, and its world and cache in tmp."""
+    monkeypatch.setattr("sag.engine.train", train)
+    monkeypatch.setattr("sag.engine.load_checkpoint", lambda path, device=None: (torch.nn.Linear(1, 1), None))
+    monkeypatch.setattr(sag.book, "synthetic_root", lambda **world: tmp_path / "world")
+    monkeypatch.setenv("SAG_CACHE_DIR", str(tmp_path / "cache"))
+
+
 def test_trained_model_is_cached_by_code_and_settings(monkeypatch, tmp_path):
     calls = []
 
@@ -154,10 +162,7 @@ def test_trained_model_is_cached_by_code_and_settings(monkeypatch, tmp_path):
         calls.append(config)
         return Result()
 
-    monkeypatch.setattr("sag.engine.train", fake_train)
-    monkeypatch.setattr("sag.engine.load_checkpoint", lambda path, device=None: (torch.nn.Linear(1, 1), None))
-    monkeypatch.setattr(sag.book, "synthetic_root", lambda **world: tmp_path / "world")
-    monkeypatch.setenv("SAG_CACHE_DIR", str(tmp_path / "cache"))
+    _fake_training(monkeypatch, tmp_path, fake_train)
     mode = sag.book.BookMode("cpu", torch.device("cpu"), "synthetic", tmp_path, 0)
     sag.book.trained_model(mode, depths=(4,))
     sag.book.trained_model(mode, depths=(4,))
@@ -179,10 +184,7 @@ def test_cpu_mode_hides_the_trainer_log_and_shows_it_when_training_fails(monkeyp
             raise RuntimeError("diverged")
         return object()
 
-    monkeypatch.setattr("sag.engine.train", chatty_train)
-    monkeypatch.setattr("sag.engine.load_checkpoint", lambda path, device=None: (torch.nn.Linear(1, 1), None))
-    monkeypatch.setattr(sag.book, "synthetic_root", lambda **world: tmp_path / "world")
-    monkeypatch.setenv("SAG_CACHE_DIR", str(tmp_path / "cache"))
+    _fake_training(monkeypatch, tmp_path, chatty_train)
     cpu = sag.book.BookMode("cpu", torch.device("cpu"), "synthetic", tmp_path, 0)
     sag.book.trained_model(cpu, depths=(4,))
     assert capsys.readouterr().out == ""
